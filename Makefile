@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# Both create .venv on first use. PyTorch's CPU build is installed first, so that the
+# plain `torch` requirement is already met and pip never pulls a multi-GB CUDA build.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/seed_example.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+bench: $(VENV)/.installed
+	$(PY) -m torchclip.cli bench
+
+clean:
+	rm -rf $(VENV)
