@@ -1,0 +1,358 @@
+"""Weights in and out: HF checkpoint folders (safetensors, sharded safetensors, `pytorch_model.bin`).
+
+Loading builds the model on the meta device and assigns the checkpoint's tensors to it, so no random
+weights are allocated first and safetensors files stay memory-mapped: peak memory is about one copy of
+the weights. Pickled files are read with `torch.load(weights_only=True)`, which refuses anything but
+plain tensors. Saving writes to temporary files and renames them, so a crash never leaves a half-written
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from torchclip.config import CONFIG_NAME, PretrainedConfig, write_text_atomic
+
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+
+# Keys of a whole CLIP checkpoint that a single-tower model may leave unused.
+CLIP_TOP_LEVEL = ("text_model.", "vision_model.", "text_projection.", "visual_projection.", "logit_scale")
+
+M = TypeVar("M", bound="PreTrainedModel")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and key."""
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ValueError(f"torch_dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
+    return DTYPES[name]
+
+
+def parse_size(size: int | str) -> int:
+    """'5GB' / '500MB' / bytes -> bytes (decimal units, as the reference counts them)."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)\s*", size, flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"max_shard_size must be bytes or like '5GB' / '500MB', got {size!r}")
+    unit = match.group(2).upper()
+    base = 1024 if "I" in unit else 1000
+    return int(float(match.group(1)) * base ** {"K": 1, "M": 2, "G": 3}[unit[0]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _safetensors_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                yield key, handle.get_tensor(key)
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def _torch_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds more than plain tensors, and torchclip never unpickles "
+            f"arbitrary objects ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file (truncated?): {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensor names to tensors, got {type(state).__name__}")
+    return state
+
+
+def _sharded(folder: Path, index_name: str) -> list[Path]:
+    index_path = folder / index_name
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index_path}: not a valid shard index ({exc!r})") from None
+    files = [folder / name for name in dict.fromkeys(weight_map.values())]
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"{index_path} names shard {file.name!r}, which is missing from {folder}")
+    return files
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's weight files, safetensors first as the reference prefers them."""
+    if (folder / SAFE_WEIGHTS).is_file():
+        return [folder / SAFE_WEIGHTS]
+    if (folder / SAFE_INDEX).is_file():
+        return _sharded(folder, SAFE_INDEX)
+    if (folder / TORCH_WEIGHTS).is_file():
+        return [folder / TORCH_WEIGHTS]
+    if (folder / TORCH_INDEX).is_file():
+        return _sharded(folder, TORCH_INDEX)
+    raise FileNotFoundError(
+        f"no weights in {str(folder)!r}: looked for {SAFE_WEIGHTS}, {SAFE_INDEX}, {TORCH_WEIGHTS} and {TORCH_INDEX}"
+    )
+
+
+def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint, memory-mapped where the format allows it."""
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        items = _safetensors_file(path) if path.suffix == ".safetensors" else _torch_file(path).items()
+        for key, tensor in items:
+            state[key] = tensor
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    folder: Path,
+    max_shard_size: int | str = "5GB",
+    metadata: dict | None = None,
+) -> list[Path]:
+    """Write safetensors (sharded above `max_shard_size`, with the reference's index file) atomically."""
+    limit = parse_size(max_shard_size)
+    seen: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():  # safetensors refuses tensors that share memory: give each its own
+        tensor = tensor.detach().to("cpu").contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        tensors[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    shard_bytes = 0
+    for key, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        if shards[-1] and shard_bytes + size > limit:
+            shards.append({})
+            shard_bytes = 0
+        shards[-1][key] = tensor
+        shard_bytes += size
+    names = (
+        [SAFE_WEIGHTS]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
+        for name, shard in zip(names, shards):
+            save_file(shard, os.path.join(tmp, name), metadata={"format": "pt", **(metadata or {})})
+        if len(shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
+            }
+            Path(tmp, SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            names.append(SAFE_INDEX)
+        for stale in [SAFE_WEIGHTS, SAFE_INDEX, *(p.name for p in folder.glob("model-*-of-*.safetensors"))]:
+            if stale not in names:
+                (folder / stale).unlink(missing_ok=True)
+        for name in names:
+            os.replace(os.path.join(tmp, name), folder / name)
+            written.append(folder / name)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model base class
+
+
+class PreTrainedModel(nn.Module):
+    """`from_pretrained` / `save_pretrained` for every torchclip model.
+
+    Subclasses set `config_class`, build their modules in `__init__(config)` and define `init_weights()`.
+    `checkpoint_prefix` is where a single tower's keys live inside a whole CLIP checkpoint;
+    `optional_keys` are key prefixes that may be absent from a checkpoint (new heads), initialised afresh.
+    """
+
+    config_class: ClassVar[type[PretrainedConfig]]
+    config: Any
+    checkpoint_prefix: ClassVar[str] = ""
+    optional_keys: ClassVar[tuple[str, ...]] = ()
+    main_input_name: ClassVar[str] = "input_ids"
+
+    def post_init(self) -> None:
+        """Called at the end of every `__init__`: random initial weights, except on the meta device,
+        where `from_pretrained` assigns the checkpoint's tensors instead."""
+        if not self._on_meta():
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define init_weights()")
+
+    def init_head(self) -> None:
+        """Initialise the modules that `optional_keys` names (a head the checkpoint may lack)."""
+        raise NotImplementedError(f"{type(self).__name__} has no optional head")
+
+    def _on_meta(self) -> bool:
+        return any(p.is_meta for p in self.parameters())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def gradient_checkpointing_enable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    @classmethod
+    def from_config(cls: type[M], config: PretrainedConfig) -> M:
+        """A randomly initialised model (same as calling the class)."""
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[M],
+        name_or_path: str | os.PathLike,
+        *,
+        config: PretrainedConfig | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> M:
+        """Load a checkpoint folder as published on the model hub (or a hub id, via huggingface_hub).
+
+        `torch_dtype` (or its newer name `dtype`): float32 (default), float16, bfloat16, or "auto" to
+        keep the checkpoint's own dtype.
+        """
+        from torchclip.hub import resolve_folder
+
+        folder = resolve_folder(name_or_path, what=cls.__name__)
+        if config is None:
+            if not (folder / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"no {CONFIG_NAME} in {str(folder)!r}: cannot tell which model to build")
+            config = cls.config_class.from_pretrained(folder)
+        return cls.from_state_dict(
+            read_state_dict(weight_files(folder)),
+            config,
+            torch_dtype=dtype if dtype is not None else torch_dtype,
+            device=device,
+            source=str(folder),
+        )
+
+    @classmethod
+    def from_state_dict(
+        cls: type[M],
+        state: dict[str, torch.Tensor],
+        config: PretrainedConfig,
+        *,
+        torch_dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        source: str = "state dict",
+    ) -> M:
+        """Build the model from a state dict in the reference's key layout, without random init first."""
+        with torch.device("meta"):
+            model = cls(config)
+        expected = {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
+        state = _match_keys(state, expected, cls, source)
+        target = parse_dtype(torch_dtype)
+        loaded = {}
+        for key, tensor in state.items():
+            shape, _ = expected[key]
+            if tuple(tensor.shape) != shape:
+                raise CheckpointError(
+                    f"{source}: {key!r} has shape {list(tensor.shape)} in the checkpoint but the config "
+                    f"expects {list(shape)}: config and weights do not belong together"
+                )
+            dtype = tensor.dtype if target == "auto" else (target or torch.float32)
+            loaded[key] = tensor.to(device=device or "cpu", dtype=dtype if tensor.is_floating_point() else None)
+        model.load_state_dict(loaded, strict=False, assign=True)
+        fresh = [name for name, p in model.named_parameters() if p.is_meta]
+        if fresh:
+            model._initialise_fresh(fresh, device, target)
+        return model.eval()
+
+    def _initialise_fresh(self, names: list[str], device: Any, dtype: Any) -> None:
+        warnings.warn(
+            f"{type(self).__name__}: newly initialised (not in the checkpoint): {', '.join(names)}",
+            stacklevel=3,
+        )
+        reference = next(p for p in self.parameters() if not p.is_meta)
+        for prefix in self.optional_keys:
+            module = self.get_submodule(prefix.rstrip("."))
+            module.to_empty(device=device or "cpu")
+            module.to(reference.dtype)
+        self.init_head()
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
+        """Write config.json and safetensors weights that both torchclip and transformers load."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_state_dict(self.state_dict(), folder, max_shard_size)
+        config = self.config.to_dict()
+        config["architectures"] = [type(self).__name__]
+        config["dtype"] = str(self.dtype).removeprefix("torch.")
+        write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return folder
+
+
+def _match_keys(
+    state: dict[str, torch.Tensor], expected: dict[str, Any], cls: type, source: str
+) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys to the model's, whichever of the reference's layouts the file uses.
+
+    A tower saved alone by transformers 5 has no `text_model.` prefix, one saved by 4.x (or taken from a
+    whole CLIP checkpoint) has it: try each and keep the mapping that explains the most keys.
+    """
+    state = {key: value for key, value in state.items() if not key.endswith("position_ids")}
+    prefixes = ("text_model.", "vision_model.")
+    candidates = [state]
+    for prefix in prefixes:
+        candidates.append({key.removeprefix(prefix): v for key, v in state.items()})
+        candidates.append(
+            {(prefix + key if not key.startswith(CLIP_TOP_LEVEL) else key): v for key, v in state.items()}
+        )
+    best = max(candidates, key=lambda mapped: len(expected.keys() & mapped.keys()))
+    missing = [key for key in expected if key not in best and not key.startswith(cls.optional_keys)]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise CheckpointError(f"{source}: weights missing for {cls.__name__}: {shown}")
+    unexpected = [key for key in best if key not in expected]
+    surprising = [key for key in unexpected if not key.startswith(CLIP_TOP_LEVEL)]
+    if surprising:
+        warnings.warn(f"{source}: unused checkpoint keys: {', '.join(surprising[:8])}", stacklevel=4)
+    return {key: value for key, value in best.items() if key in expected}

@@ -1,0 +1,183 @@
+"""The transformer both towers share: pre-LayerNorm residual blocks of attention and an MLP.
+
+Attention keeps one fused `in_proj` (query, key and value in one matrix multiply, as OpenAI's original
+does) while the state dict shows the reference's separate `q_proj` / `k_proj` / `v_proj` keys, so HF
+checkpoints load and save unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI's sigmoid approximation of GELU, which their CLIP checkpoints were trained with."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "quick_gelu": quick_gelu,
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown hidden_act {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through `scaled_dot_product_attention`; an eager path only when the
+    attention weights themselves are asked for."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.in_proj = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        self.register_state_dict_post_hook(_split_qkv)
+        self.register_load_state_dict_pre_hook(_fuse_qkv)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, width = x.shape
+        qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
+            if is_causal:
+                attn_mask = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+            out = F.dropout(weights, dropout, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+        out = out.transpose(1, 2).reshape(batch, length, width)
+        return self.out_proj(out), weights
+
+
+def _split_qkv(module: Attention, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """state_dict(): show the fused projection as the reference's q_proj / k_proj / v_proj."""
+    for kind in ("weight", "bias"):
+        fused = state_dict.pop(f"{prefix}in_proj.{kind}")
+        for name, part in zip(("q", "k", "v"), fused.chunk(3)):
+            state_dict[f"{prefix}{name}_proj.{kind}"] = part
+
+
+def _fuse_qkv(module: Attention, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """load_state_dict(): accept the reference's separate projections."""
+    for kind in ("weight", "bias"):
+        names = [f"{prefix}{name}_proj.{kind}" for name in ("q", "k", "v")]
+        if all(name in state_dict for name in names):
+            state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
+        super().__init__()
+        self.activation_fn = get_activation(hidden_act)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: Any):
+        super().__init__()
+        self.self_attn = Attention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.self_attn(self.layer_norm1(x), attn_mask, is_causal, need_weights)
+        x = x + attended
+        x = x + self.mlp(self.layer_norm2(x))
+        return x, weights
+
+
+class Encoder(nn.Module):
+    """A stack of layers. Collects per-layer hidden states and attention weights only when asked."""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x, weights = checkpoint(layer, x, attn_mask, is_causal, output_attentions, use_reentrant=False)
+            else:
+                x, weights = layer(x, attn_mask, is_causal, output_attentions)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(weights)
+        return (
+            x,
+            tuple(hidden_states) if hidden_states is not None else None,
+            tuple(attentions) if attentions is not None else None,
+        )
+
+
+def causal_padding_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Boolean [batch, 1, length, length] mask: a query sees earlier positions that are not padding."""
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return causal & attention_mask.bool()[:, None, None, :]
+
+
+def init_encoder(encoder: Encoder, hidden_size: int, factor: float = 1.0) -> None:
+    """OpenAI's initialisation of the residual blocks (also the reference's)."""
+    layers = len(encoder.layers)
+    proj_std = hidden_size**-0.5 * (2 * layers) ** -0.5 * factor
+    for layer in encoder.layers:
+        nn.init.normal_(layer.self_attn.in_proj.weight, std=proj_std)
+        nn.init.normal_(layer.self_attn.out_proj.weight, std=hidden_size**-0.5 * factor)
+        nn.init.normal_(layer.mlp.fc1.weight, std=(2 * hidden_size) ** -0.5 * factor)
+        nn.init.normal_(layer.mlp.fc2.weight, std=proj_std)
+        for linear in (layer.self_attn.in_proj, layer.self_attn.out_proj, layer.mlp.fc1, layer.mlp.fc2):
+            nn.init.zeros_(linear.bias)
+        for norm in (layer.layer_norm1, layer.layer_norm2):
+            nn.init.ones_(norm.weight)
+            nn.init.zeros_(norm.bias)
+
+
+def init_layer_norm(norm: nn.LayerNorm) -> None:
+    nn.init.ones_(norm.weight)
+    nn.init.zeros_(norm.bias)

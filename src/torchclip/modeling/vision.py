@@ -1,0 +1,100 @@
+"""The image tower (ViT): patches + class token + positions, a transformer, and pooling at the class token."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchclip.checkpoint import PreTrainedModel
+from torchclip.config import CLIPVisionConfig
+from torchclip.modeling.layers import Encoder, init_encoder, init_layer_norm
+from torchclip.modeling.outputs import BaseModelOutputWithPooling
+
+
+class CLIPVisionEmbeddings(nn.Module):
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__()
+        self.image_size = config.image_size
+        self.patch_size = config.patch_size
+        self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size, bias=False
+        )
+        num_positions = (config.image_size // config.patch_size) ** 2 + 1
+        self.position_embedding = nn.Embedding(num_positions, config.hidden_size)
+
+    def interpolated_positions(self, height: int, width: int) -> torch.Tensor:
+        """Position embeddings resized (bicubic) to another patch grid, as the reference does it."""
+        weight = self.position_embedding.weight
+        grid = int(math.sqrt(weight.shape[0] - 1))
+        new_h, new_w = height // self.patch_size, width // self.patch_size
+        if new_h == grid and new_w == grid:
+            return weight
+        patches = weight[1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=(new_h, new_w), mode="bicubic", align_corners=False)
+        return torch.cat([weight[:1], patches.permute(0, 2, 3, 1).reshape(new_h * new_w, -1)])
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        batch, _, height, width = pixel_values.shape
+        if not interpolate_pos_encoding and (height != self.image_size or width != self.image_size):
+            raise ValueError(
+                f"pixel_values are {height}x{width} but the model takes {self.image_size}x{self.image_size}; "
+                "resize them, or pass interpolate_pos_encoding=True"
+            )
+        weight = self.patch_embedding.weight
+        patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(patches.dtype).expand(batch, 1, -1)
+        x = torch.cat([cls, patches], dim=1)
+        if interpolate_pos_encoding:
+            return x + self.interpolated_positions(height, width)
+        return x + self.position_embedding.weight
+
+
+class CLIPVisionModel(PreTrainedModel):
+    """The vision transformer without projection. `pooler_output` is the normalised class-token state."""
+
+    config_class = CLIPVisionConfig
+    checkpoint_prefix = "vision_model."
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = CLIPVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # sic: the HF key
+        self.encoder = Encoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def init_weights(self) -> None:
+        factor, std = self.config.initializer_factor, self.config.initializer_range
+        nn.init.normal_(self.embeddings.class_embedding, std=self.config.hidden_size**-0.5 * factor)
+        nn.init.normal_(self.embeddings.patch_embedding.weight, std=std * factor)
+        nn.init.normal_(self.embeddings.position_embedding.weight, std=std * factor)
+        init_layer_norm(self.pre_layrnorm)
+        init_encoder(self.encoder, self.config.hidden_size, factor)
+        init_layer_norm(self.post_layernorm)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        if pixel_values is None:
+            raise ValueError("CLIPVisionModel needs pixel_values")
+        x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
+        x, hidden_states, attentions = self.encoder(
+            x, output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions)
+        )
+        pooled = self.post_layernorm(x[:, 0, :])
+        out = BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+    def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
