@@ -1,0 +1,61 @@
+"""The `torchclip` command: one entry point, one module per subcommand.
+
+Each subcommand module defines `register(subparsers) -> argparse.ArgumentParser` and
+`run(args) -> int` (the exit code). Errors print as one line unless --debug is given.
+
+Exit codes: 0 success, 1 the job ran but some items failed (listed in its report), 2 bad usage or
+bad input (a missing file, an unreadable checkpoint), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["classify", "similarity", "embed", "index", "search", "convert", "export", "train", "eval", "bench"]
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchclip",
+        description="CLIP image-text models: classify, embed, search, convert, train, evaluate, benchmark.",
+        epilog="Run `torchclip COMMAND --help` for each command's options and examples.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"torchclip.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"torchclip.cli.{name}":
+                raise
+            continue
+        sub = module.register(subparsers)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("torchclip: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one clear line for users; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"torchclip {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from torchclip.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""Options every model-using subcommand shares: --model, --device, --dtype, --batch-size."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint: an HF folder, a hub id, or an OpenAI/OpenCLIP .pt file (default: the bundled model)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    parser.add_argument("--batch-size", type=int, default=32, help="images or texts per forward pass")
+
+
+def bundled_model_path() -> Path:
+    """The small CLIP trained by this project, shipped inside the package (see its model card)."""
+    return Path(__file__).resolve().parent.parent / "data" / "default_model"
+
+
+def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(CLIPModel, CLIPProcessor) for --model, on --device in --dtype, in eval mode."""
+    import torch
+
+    from torchclip.convert import load
+
+    model, processor = load(args.model or bundled_model_path(), device=args.device, dtype=getattr(torch, args.dtype))
+    return model, processor
