@@ -1,0 +1,503 @@
+"""Image preprocessing for CLIP: the pixels the checkpoints were trained and evaluated with.
+
+The default pipeline is OpenAI's original evaluation transform (``clip.load(...)[1]``, which OpenCLIP's
+``image_transform(size, is_train=False)`` reproduces), step by step:
+
+1. decode and convert to RGB with Pillow's ``image.convert("RGB")`` (the original's
+   ``_convert_image_to_rgb``). Transparency is *dropped*, not composited: a transparent pixel keeps
+   whatever colour it stores (often black). Palette images map through their palette; 16-bit and
+   float modes (``I;16``, ``I``, ``F``) are clipped to 0..255 by Pillow, exactly as in the original.
+   The original converts after resizing; torchclip converts first, as the data loaders CLIP was
+   trained and evaluated with do (torchvision's ``ImageFolder`` opens every image with
+   ``.convert("RGB")``). For RGB and greyscale images the order changes nothing; for RGBA, LA,
+   palette and CMYK images converting first also avoids Pillow's premultiplied-alpha and
+   nearest-neighbour (palette) resizing.
+2. resize the shortest edge to ``size`` with Pillow's bicubic filter (what torchvision's ``Resize``
+   does on PIL images; the long edge is ``int(size * long / short)``);
+3. centre crop with torchvision's offset rounding ``int(round((h - crop_h) / 2.0))``, padding with
+   zeros where the crop is larger than the image;
+4. scale to [0, 1] and normalise with the CLIP mean and std, fused into one multiply-add per channel
+   (within 3e-7 of the reference's divide-subtract-divide).
+
+``pipeline="transformers"`` reproduces ``transformers.CLIPImageProcessor`` (5.x, the Pillow backend
+it uses without torchvision) instead: transparency is composited onto white and the crop offset is
+rounded down, ``(h - crop_h) // 2``, which on some image sizes puts the crop one pixel away from the
+original's.
+
+Images given as files or bytes, and PIL images, have their EXIF orientation applied
+(``PIL.ImageOps.exif_transpose``), so a portrait photo from a phone is seen upright. Arrays and
+tensors (HWC or CHW, uint8, or float in [0, 1] which is rounded to 8 bits) become PIL images first,
+so every input goes through the same Pillow operations.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from torchclip.batch import BatchFeature
+from torchclip.hub import resolve_folder
+
+__all__ = ["CLIPImageProcessor", "CLIPFeatureExtractor", "BatchFeature", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PIPELINES = ("openai", "transformers")
+CONFIG_NAME = "preprocessor_config.json"
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+_EXIF_ORIENTATION = 0x0112
+# Keys that describe a config file rather than the processing; read without complaint.
+_METADATA_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "_processor_class"}
+
+ImageItem = Image.Image | str | os.PathLike | bytes | bytearray | np.ndarray | torch.Tensor
+ImageInput = ImageItem | list | tuple
+
+
+def _size_dict(value: int | dict | None, *, name: str, square: bool) -> dict[str, int]:
+    """Normalise an int or dict size to a dict: ints mean the shortest edge for `size`, a square for crops."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{name} must be an int or a dict, got {value!r}")
+    if isinstance(value, int):
+        return {"height": value, "width": value} if square else {"shortest_edge": value}
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"shortest_edge"} and not square or keys == {"height", "width"}:
+            if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+                return {k: int(v) for k, v in value.items()}
+            raise ValueError(f"{name} values must be positive ints, got {value!r}")
+    allowed = "{'height', 'width'}" if square else "{'shortest_edge'} or {'height', 'width'}"
+    raise ValueError(f"{name} must be an int or a dict with keys {allowed}, got {value!r}")
+
+
+def _channel_values(value: float | list | tuple, name: str) -> tuple[float, float, float]:
+    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{name} must be one float or three (R, G, B), got {value!r}")
+    return values[0], values[1], values[2]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Everything one call needs, resolved from the processor's attributes and the call's overrides."""
+
+    do_resize: bool
+    size: dict[str, int]
+    resample: int
+    do_center_crop: bool
+    crop_size: dict[str, int]
+    do_convert_rgb: bool
+    pipeline: str
+    fast_jpeg_decode: bool
+
+
+class CLIPImageProcessor:
+    """Turns images into CLIP's `pixel_values` [N, 3, H, W], reproducing OpenAI's original transform.
+
+    Every step has the reference API's switch and parameter (`do_resize`/`size`/`resample`,
+    `do_center_crop`/`crop_size`, `do_rescale`/`rescale_factor`, `do_normalize`/`image_mean`/`image_std`,
+    `do_convert_rgb`); any of them can also be overridden for one call. Two options are torchclip's own:
+
+    - `pipeline`: "openai" (default) or "transformers" (bit-compatible with `transformers.CLIPImageProcessor`,
+      see the module docstring for the two differences);
+    - `fast_jpeg_decode`: off by default. When on, JPEG files and bytes are decoded at a reduced scale
+      (Pillow's `Image.draft`, a DCT-domain 1/2, 1/4 or 1/8 reduction that keeps the shortest edge at
+      least the target size). Several times faster on large photos, but the pixels differ slightly from
+      the exact path (`benchmarks/bench_image_processor.py` reports by how much).
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: int | dict[str, int] | None = None,
+        resample: int = Image.Resampling.BICUBIC,
+        do_center_crop: bool = True,
+        crop_size: int | dict[str, int] | None = None,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        do_convert_rgb: bool = True,
+        pipeline: str = "openai",
+        fast_jpeg_decode: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        unknown = sorted(set(kwargs) - _METADATA_KEYS)
+        if unknown:
+            warnings.warn(f"CLIPImageProcessor ignores unknown settings {unknown}", stacklevel=2)
+        self.do_resize = do_resize
+        self.size = _size_dict(224 if size is None else size, name="size", square=False)
+        self.resample = int(resample)
+        self.do_center_crop = do_center_crop
+        self.crop_size = _size_dict(224 if crop_size is None else crop_size, name="crop_size", square=True)
+        self.do_rescale = do_rescale
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = do_normalize
+        self.image_mean = list(_channel_values(OPENAI_CLIP_MEAN if image_mean is None else image_mean, "image_mean"))
+        self.image_std = list(_channel_values(OPENAI_CLIP_STD if image_std is None else image_std, "image_std"))
+        self.do_convert_rgb = do_convert_rgb
+        self.pipeline = pipeline
+        self.fast_jpeg_decode = fast_jpeg_decode
+        self._settings()  # validate now, not at the first call
+
+    # ------------------------------------------------------------------ config files
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as `preprocessor_config.json` holds them (transformers reads this back)."""
+        return {
+            "do_resize": self.do_resize,
+            "size": dict(self.size),
+            "resample": self.resample,
+            "do_center_crop": self.do_center_crop,
+            "crop_size": dict(self.crop_size),
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "do_convert_rgb": self.do_convert_rgb,
+            "pipeline": self.pipeline,
+            "fast_jpeg_decode": self.fast_jpeg_decode,
+            "image_processor_type": "CLIPImageProcessor",
+        }
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any], **kwargs: Any) -> CLIPImageProcessor:
+        """Build from a config dict; `kwargs` override its entries."""
+        return cls(**{**config, **kwargs})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> CLIPImageProcessor:
+        """Load from a checkpoint folder (or hub id): `processor_config.json` ("image_processor" entry,
+        transformers 5.x) first, else `preprocessor_config.json` (4.x and earlier), like transformers."""
+        folder = resolve_folder(name_or_path, what="image processor")
+        config = None
+        processor_file = folder / PROCESSOR_CONFIG_NAME
+        if processor_file.is_file():
+            config = _read_json(processor_file).get("image_processor")
+        if config is None:
+            config_file = folder / CONFIG_NAME
+            if not config_file.is_file():
+                raise FileNotFoundError(
+                    f"no image processor config in {str(folder)!r}: expected {CONFIG_NAME} or a "
+                    f"{PROCESSOR_CONFIG_NAME} with an 'image_processor' entry"
+                )
+            config = _read_json(config_file)
+        return cls.from_dict(config, **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> list[Path]:
+        """Write `preprocessor_config.json` into `folder` (created if needed); returns the files written."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CONFIG_NAME
+        path.write_text(self.to_json_string(), encoding="utf-8")
+        return [path]
+
+    # ------------------------------------------------------------------ processing
+
+    def _settings(self, **overrides: Any) -> _Settings:
+        get = {**self.__dict__, **overrides}.__getitem__
+        settings = _Settings(
+            do_resize=bool(get("do_resize")),
+            size=_size_dict(get("size"), name="size", square=False),
+            resample=int(get("resample")),
+            do_center_crop=bool(get("do_center_crop")),
+            crop_size=_size_dict(get("crop_size"), name="crop_size", square=True),
+            do_convert_rgb=bool(get("do_convert_rgb")),
+            pipeline=get("pipeline"),
+            fast_jpeg_decode=bool(get("fast_jpeg_decode")),
+        )
+        if settings.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES}, got {settings.pipeline!r}")
+        if settings.resample not in {int(r) for r in Image.Resampling}:
+            raise ValueError(f"resample must be a PIL.Image.Resampling filter (0-5), got {settings.resample!r}")
+        return settings
+
+    def _scale_and_shift(self, **overrides: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel (a, b) with output = pixel * a + b: rescale and normalise fused, computed in float64."""
+        get = {**self.__dict__, **overrides}.__getitem__
+        scale = torch.ones(3, dtype=torch.float64)
+        shift = torch.zeros(3, dtype=torch.float64)
+        if get("do_rescale"):
+            scale *= float(get("rescale_factor"))
+        if get("do_normalize"):
+            mean = torch.tensor(_channel_values(get("image_mean"), "image_mean"), dtype=torch.float64)
+            std = torch.tensor(_channel_values(get("image_std"), "image_std"), dtype=torch.float64)
+            if (std == 0).any():
+                raise ValueError(f"image_std must not contain zero, got {std.tolist()}")
+            scale, shift = scale / std, -mean / std
+        return scale.float(), shift.float()
+
+    def preprocess(self, images: ImageInput, **kwargs: Any) -> BatchFeature:
+        """Same as calling the processor."""
+        return self(images, **kwargs)
+
+    def __call__(
+        self,
+        images: ImageInput,
+        return_tensors: str | None = None,
+        num_workers: int | None = None,
+        **overrides: Any,
+    ) -> BatchFeature:
+        """Preprocess one image or a list; returns a BatchFeature with `pixel_values`.
+
+        `return_tensors`: "pt" (a float32 tensor [N, 3, H, W]), "np" (the same as an array) or None (a list
+        of [3, H, W] arrays, which may differ in size when cropping is off). `num_workers` threads decode
+        and resize images in parallel (Pillow releases the GIL); default: one per CPU core, at most 8.
+        Any setting (`do_resize`, `size`, `crop_size`, ...) can be overridden for this call.
+        Bad input raises before anything is returned, naming the item that was wrong.
+        """
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+        unknown = sorted(set(overrides) - set(self.to_dict()) - _METADATA_KEYS)
+        if unknown:
+            raise TypeError(f"unknown preprocessing settings {unknown}; known: {sorted(self.to_dict())}")
+        settings = self._settings(**overrides)
+        scale, shift = self._scale_and_shift(**overrides)
+        items = _as_list(images)
+        sources = [_check_item(item, index) for index, item in enumerate(items)]
+
+        def work(index: int) -> np.ndarray | _ImageFailure:
+            try:
+                return _process_one(sources[index], settings)
+            except _ImageFailure as exc:
+                return exc
+
+        workers = num_workers or min(8, os.cpu_count() or 1)
+        if workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(min(workers, len(items))) as pool:
+                results = list(pool.map(work, range(len(items))))
+        else:
+            results = [work(index) for index in range(len(items))]
+        failed = [index for index, result in enumerate(results) if isinstance(result, _ImageFailure)]
+        if failed:
+            first = results[failed[0]]
+            more = f" ({len(failed) - 1} more image(s) also failed: {failed[1:]})" if len(failed) > 1 else ""
+            raise ValueError(f"image {_describe(failed[0], items[failed[0]])}: {first}{more}") from first.__cause__
+
+        pixels = [_normalise(torch.from_numpy(array), scale, shift) for array in results]
+        if return_tensors is None:
+            return BatchFeature(pixel_values=[p.numpy() for p in pixels])
+        shapes = {tuple(p.shape) for p in pixels}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images have different sizes after preprocessing ({sorted(shapes)}), so they cannot be "
+                "stacked: turn on do_center_crop, resize to {'height', 'width'}, or pass return_tensors=None"
+            )
+        stacked = torch.stack(pixels) if pixels else torch.empty(0, 3, 0, 0)
+        return BatchFeature(pixel_values=stacked if return_tensors == "pt" else stacked.numpy())
+
+
+class CLIPFeatureExtractor(CLIPImageProcessor):
+    """The name the CLIP documentation uses (transformers 4.x `CLIPFeatureExtractor`); the same processor."""
+
+
+# ---------------------------------------------------------------------- pixel arithmetic
+
+
+def _normalise(array: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 HWC -> float32 CHW, `pixel * scale + shift` per channel (rescale and normalise in one pass)."""
+    out = torch.empty(array.shape[2], array.shape[0], array.shape[1], dtype=torch.float32)
+    out.copy_(array.permute(2, 0, 1))
+    return out.mul_(scale[:, None, None]).add_(shift[:, None, None])
+
+
+# ---------------------------------------------------------------------- input checking and decoding
+
+
+class _ImageFailure(Exception):
+    """A failure while decoding or processing one image; the caller adds which item it was."""
+
+
+def _as_list(images: ImageInput) -> list:
+    """One image, a list/tuple of images, or a 4-D array/tensor (a batch) -> a list of single images."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def _describe(index: int, item: Any) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return f"#{index} ({os.fspath(item)!r})"
+    return f"#{index}"
+
+
+def _check_item(item: Any, index: int) -> Image.Image | Path | bytes | np.ndarray:
+    """Cheap up-front checks (type, file exists and is not empty, array shape/dtype/values), so a bad
+    item is reported before any decoding starts. Returns what the worker decodes."""
+    where = _describe(index, item)
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"image {where}: no such file")
+        if not path.is_file():
+            raise IsADirectoryError(f"image {where}: is not a file")
+        if path.stat().st_size == 0:
+            raise ValueError(f"image {where}: the file is empty (0 bytes)")
+        return path
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        if len(item) == 0:
+            raise ValueError(f"image {where}: the bytes are empty")
+        return bytes(item)
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        is_tensor = isinstance(item, torch.Tensor)
+        array = item.detach().cpu().numpy() if is_tensor else item
+        try:
+            return _check_array(array, channels_first=is_tensor)
+        except ValueError as exc:
+            raise ValueError(f"image {where}: {exc}") from None
+    raise TypeError(
+        f"image {where}: unsupported type {type(item).__name__}; expected a PIL image, a file path, bytes, "
+        "a NumPy array or a torch tensor (or a list of them)"
+    )
+
+
+def _check_array(array: np.ndarray, *, channels_first: bool) -> np.ndarray:
+    """Validate an image array and return it as uint8 HWC (H x W, 1, 3 or 4 channels).
+
+    3-D arrays are read as channels-last when the last axis has 1, 3 or 4 entries, else channels-first;
+    tensors (`channels_first=True`) prefer channels-first, PyTorch's convention. Floats must lie in
+    [0, 1] and are rounded to 8 bits; integers must lie in 0..255.
+    """
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.ndim == 3:
+        first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
+        if not first and not last:
+            raise ValueError(
+                f"array of shape {array.shape} has no channel axis of size 1, 3 or 4 (expected HWC or CHW)"
+            )
+        if first and (channels_first or not last):
+            array = array.transpose(1, 2, 0)
+    else:
+        raise ValueError(f"array of shape {array.shape} has rank {array.ndim}; expected (H, W), (H, W, C) or (C, H, W)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"array of shape {array.shape} is empty")
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array, dtype=np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if np.isnan(array).any():
+            raise ValueError("float array contains NaN")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float array values must lie in [0, 1], got [{low}, {high}]")
+        return np.round(array.astype(np.float64) * 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.dtype != np.uint8:
+            low, high = int(array.min()), int(array.max())
+            if low < 0 or high > 255:
+                raise ValueError(f"integer array values must lie in 0..255, got {array.dtype} in [{low}, {high}]")
+        return np.ascontiguousarray(array, dtype=np.uint8)
+    raise ValueError(f"array dtype {array.dtype} is not supported; use uint8 or float in [0, 1]")
+
+
+_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _open(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) -> Image.Image:
+    """Decode a checked source to a loaded PIL image with its EXIF orientation applied."""
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(source[:, :, 0] if source.shape[2] == 1 else source, _ARRAY_MODES[source.shape[2]])
+    image = (
+        Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+        if not isinstance(source, Image.Image)
+        else source
+    )
+    if settings.fast_jpeg_decode and image is not source and image.format == "JPEG" and settings.do_resize:
+        target = settings.size.get("shortest_edge") or max(settings.size["height"], settings.size["width"])
+        image.draft(None, (target, target))
+    image.load()
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return ImageOps.exif_transpose(image) if orientation != 1 else image
+
+
+def _to_rgb(image: Image.Image, pipeline: str) -> Image.Image:
+    """Pillow's plain convert("RGB") (the original), or transformers' compositing onto white."""
+    if pipeline == "transformers" and ("A" in image.getbands() or image.info.get("transparency") is not None):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _resized_size(width: int, height: int, size: dict[str, int]) -> tuple[int, int]:
+    """Target (width, height): torchvision's shortest-edge rule, or the exact {'height', 'width'}."""
+    if "shortest_edge" not in size:
+        return size["width"], size["height"]
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size["shortest_edge"], int(size["shortest_edge"] * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def _crop_box(width: int, height: int, crop: dict[str, int], pipeline: str) -> tuple[int, int, int, int]:
+    """Centre-crop box; Pillow fills the area outside the image with zeros, which matches both references'
+    zero padding (torchvision pads floor(d/2) before and then crops at offset 0; transformers' floor
+    division gives the same box for both the crop and the pad case)."""
+    crop_w, crop_h = crop["width"], crop["height"]
+    if pipeline == "transformers":
+        left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    else:
+        left = int(round((width - crop_w) / 2.0)) if width >= crop_w else -((crop_w - width) // 2)
+        top = int(round((height - crop_h) / 2.0)) if height >= crop_h else -((crop_h - height) // 2)
+    return left, top, left + crop_w, top + crop_h
+
+
+def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) -> np.ndarray:
+    """Decode, convert, resize and crop one image; returns uint8 HWC (3 channels)."""
+    try:
+        image = _open(source, settings)
+        if settings.do_convert_rgb:
+            image = _to_rgb(image, settings.pipeline)
+        elif image.mode != "RGB":
+            raise _ImageFailure(f"do_convert_rgb=False needs RGB images, got mode {image.mode!r}")
+        if settings.do_resize:
+            new_size = _resized_size(*image.size, settings.size)
+            if new_size[0] * new_size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise _ImageFailure(
+                    f"resizing {image.size[0]}x{image.size[1]} to {new_size[0]}x{new_size[1]} exceeds Pillow's "
+                    f"MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}); the aspect ratio is too extreme"
+                )
+            if new_size != image.size:
+                image = image.resize(new_size, settings.resample)
+        if settings.do_center_crop:
+            box = _crop_box(*image.size, settings.crop_size, settings.pipeline)
+            if box != (0, 0, *image.size):
+                image = image.crop(box)
+        return np.array(image)  # a writable copy, so torch.from_numpy is safe
+    except Image.DecompressionBombError as exc:
+        raise _ImageFailure(f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise _ImageFailure("is not an image Pillow can read (unknown or corrupt format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise _ImageFailure(f"could not be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
