@@ -22,7 +22,7 @@ import json
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,8 +53,9 @@ Compat = Literal["openai", "transformers"]
 _PIECES = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 # transformers' ByteLevel pre-tokenizer splits each piece again with GPT-2's regex.
 _GPT2_PIECES = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
-# transformers' whitespace (Unicode White_Space): str.split() also splits on U+001C..U+001F.
-_HF_WHITESPACE = regex.compile(r"[^\S\x1c-\x1f]+")
+# transformers' whitespace is Unicode White_Space, as regex's \s (str.split() also splits on U+001C..U+001F).
+_HF_WHITESPACE = regex.compile(r"\s+")
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
 # Characters that ftfy.fix_text may change in ASCII text: entities start with "&" and it deletes these
 # control characters. ASCII text without them comes back from ftfy and html.unescape unchanged, except
 # that "\r" may become "\n", which whitespace collapsing makes irrelevant (see _clean_openai).
@@ -113,13 +114,15 @@ class CLIPTokenizer:
         unk_token: str = "<|endoftext|>",
         model_max_length: int = CONTEXT_LENGTH,
         added_tokens: dict[str, int] | None = None,
+        additional_special_tokens: Sequence[str] = (),
         compat: Compat = "openai",
         cache_size: int = 2**18,
     ) -> None:
         """Build from a vocabulary and merge list (in memory, or `vocab.json` / `merges.txt` paths).
 
         With neither given, the standard CLIP vocabulary bundled with torchclip is used. `added_tokens`
-        are extra whole tokens (id beyond the BPE vocabulary) matched literally in the raw text.
+        are extra whole tokens (id beyond the BPE vocabulary) matched literally in the raw text;
+        those also in `additional_special_tokens` are dropped by `skip_special_tokens`.
         `cache_size` bounds the per-word cache (it is emptied when full).
         """
         if (vocab is None) != (merges is None):
@@ -139,9 +142,11 @@ class CLIPTokenizer:
         self.added_tokens_encoder = {t: i for t, i in (added_tokens or {}).items() if t not in self.encoder}
         self.decoder: dict[int, str] = {i: t for t, i in chain(self.encoder.items(), self.added_tokens_encoder.items())}
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
-        for name, token in [("bos", bos_token), ("eos", eos_token), ("pad", pad_token), ("unk", unk_token)]:
+        self.additional_special_tokens = list(additional_special_tokens)
+        named = [("bos_token", bos_token), ("eos_token", eos_token), ("pad_token", pad_token), ("unk_token", unk_token)]
+        for name, token in named + [("additional_special_tokens", t) for t in self.additional_special_tokens]:
             if token not in self.encoder and token not in self.added_tokens_encoder:
-                raise ValueError(f"{name}_token {token!r} is not in the vocabulary")
+                raise ValueError(f"{name} {token!r} is not in the vocabulary")
         if not isinstance(model_max_length, int) or model_max_length < 2:
             raise ValueError(f"model_max_length must be an integer >= 2, got {model_max_length!r}")
         self.model_max_length = model_max_length
@@ -196,11 +201,13 @@ class CLIPTokenizer:
                 f"{FAST_TOKENIZER_FILE}"
             )
         config = _read_json(folder / CONFIG_FILE)
-        added = {t["content"]: t["id"] for t in fast.get("added_tokens", [])}
-        added.update({t["content"]: int(i) for i, t in config.get("added_tokens_decoder", {}).items()})
+        entries = [*fast.get("added_tokens", []), *({"id": int(i), **t} for i, t in config.get("added_tokens_decoder", {}).items())]
+        added = {t["content"]: t["id"] for t in entries}
         added.update(_read_json(folder / ADDED_TOKENS_FILE))
-        settings: dict[str, Any] = {"added_tokens": added}
         special_map = _read_json(folder / SPECIAL_TOKENS_FILE)
+        extra_special = [_token_content(t) for t in special_map.get("additional_special_tokens", [])]
+        extra_special += [t["content"] for t in entries if t.get("special") and t["content"] not in vocab]
+        settings: dict[str, Any] = {"added_tokens": added, "additional_special_tokens": list(dict.fromkeys(extra_special))}
         for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
             value = _token_content(special_map.get(name, config.get(name)))
             if value is not None:
@@ -225,7 +232,7 @@ class CLIPTokenizer:
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         files = self.save_vocabulary(folder)
-        specials = {
+        specials: dict[str, Any] = {
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "pad_token": self.pad_token,
@@ -238,10 +245,12 @@ class CLIPTokenizer:
             "do_lower_case": True,
             "errors": "replace",
             "added_tokens_decoder": {
-                str(self.convert_tokens_to_ids(t)): {"content": t, "special": True}
+                str(self.convert_tokens_to_ids(t)): {"content": t, "special": t in self.all_special_tokens}
                 for t in dict.fromkeys([*specials.values(), *self.added_tokens_encoder])
             },
         }
+        if self.additional_special_tokens:
+            specials["additional_special_tokens"] = self.additional_special_tokens
         written = []
         for name, content in [(CONFIG_FILE, config), (SPECIAL_TOKENS_FILE, specials)]:
             (folder / name).write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -279,7 +288,8 @@ class CLIPTokenizer:
 
     @property
     def all_special_tokens(self) -> list[str]:
-        return list(dict.fromkeys([self.bos_token, self.eos_token, self.unk_token, self.pad_token]))
+        named = [self.bos_token, self.eos_token, self.unk_token, self.pad_token]
+        return list(dict.fromkeys(named + self.additional_special_tokens))
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -316,30 +326,45 @@ class CLIPTokenizer:
     @staticmethod
     def _clean_transformers(text: str) -> str:
         """transformers' normalizer: NFC, whitespace runs to one space, per-character lower case."""
+        surrogate = None if text.isascii() else _SURROGATE.search(text)
+        if surrogate is not None:  # transformers cannot pass these to its Rust tokenizer either
+            raise ValueError(
+                f"text holds a lone surrogate U+{ord(surrogate.group()):04X} at index {surrogate.start()}, which "
+                "compat='transformers' cannot encode (compat='openai' replaces it, as the original does)"
+            )
         text = _HF_WHITESPACE.sub(" ", unicodedata.normalize("NFC", text))
         return text.lower() if text.isascii() else "".join(c.lower() for c in text)
 
     def _word_ids(self, word: str) -> list[int]:
-        """Ids of one pre-tokenized piece: its UTF-8 bytes as symbols, merged by BPE, cached."""
+        """Ids of one pre-tokenized piece: its UTF-8 bytes as symbols, merged by BPE, cached.
+
+        As the original: repeatedly take the lowest-ranked adjacent pair and merge all its occurrences,
+        left to right. `pair_ranks[i]` is the rank of (symbols[i], symbols[i + 1]), updated in place
+        around each merge rather than recomputed.
+        """
         symbols = list(word.encode("utf-8").decode("latin-1").translate(self._byte_table))
         symbols[-1] += WORD_END
-        ranks, n = self.bpe_ranks, len(symbols)
-        while n > 1:
-            pair_ranks = [ranks.get(pair, -1) for pair in zip(symbols, symbols[1:])]
-            best = min((r for r in pair_ranks if r >= 0), default=-1)
-            if best < 0:
+        ranks, never = self.bpe_ranks, len(self.bpe_ranks)
+        pair_ranks = list(map(ranks.get, zip(symbols, symbols[1:]), repeat(never)))
+        while pair_ranks:
+            best = min(pair_ranks)
+            if best == never:
                 break
             merged = "".join(self.merges[best])
-            # Merge every occurrence, left to right, never overlapping (as the original does).
-            out, start, j = [], 0, pair_ranks.index(best)
-            while j >= 0:
-                out += symbols[start:j]
-                out.append(merged)
-                start = j + 2
-                j = next((k for k in range(start, n - 1) if pair_ranks[k] == best), -1)
-            symbols = out + symbols[start:]
-            n = len(symbols)
-        ids = [self.encoder[s] for s in symbols]
+            j = pair_ranks.index(best)
+            while True:
+                symbols[j : j + 2] = [merged]
+                del pair_ranks[j]
+                if j > 0:
+                    pair_ranks[j - 1] = ranks.get((symbols[j - 1], merged), never)
+                if j < len(pair_ranks):
+                    pair_ranks[j] = ranks.get((merged, symbols[j + 1]), never)
+                try:  # the next occurrence starts right of the merged symbol (never overlapping it)
+                    j = pair_ranks.index(best, j + 1)
+                except ValueError:
+                    break
+        unk = self.unk_token_id
+        ids = [self.encoder.get(s, unk) for s in symbols]
         if len(self._cache) >= self.cache_size:
             self._cache = dict(self._special_pieces)
         self._cache[word] = ids
