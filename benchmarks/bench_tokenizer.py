@@ -40,8 +40,15 @@ def make_captions(n: int, seed: int = 0) -> list[str]:
     for _ in range(n):
         w, w2, w3 = rng.sample(words, 3)
         caption = rng.choice(templates).format(
-            a=rng.choice(ADJECTIVES), w=w, w2=w2, w3=w3, W=w.capitalize(), W2=w2.upper(), p=rng.choice(PLACES),
-            n=rng.randint(1, 5000), x=rng.choice(NON_ASCII) if rng.random() < 0.5 else "",
+            a=rng.choice(ADJECTIVES),
+            w=w,
+            w2=w2,
+            w3=w3,
+            W=w.capitalize(),
+            W2=w2.upper(),
+            p=rng.choice(PLACES),
+            n=rng.randint(1, 5000),
+            x=rng.choice(NON_ASCII) if rng.random() < 0.5 else "",
         )
         captions.append(caption)
     return captions
@@ -57,6 +64,21 @@ def time_it(run: Callable[[], object], setup: Callable[[], object] | None, repea
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def measure(
+    build: Callable[[], object], encode: Callable[[object, list[str]], object], captions: list[str], repeats: int
+) -> tuple[float, float, float]:
+    """(seconds to build, cold texts/s, warm texts/s) for one tokenizer."""
+    holder: dict[str, object] = {}
+
+    def fresh() -> None:
+        holder["tokenizer"] = build()
+
+    build_s = time_it(fresh, None, 1)
+    cold = time_it(lambda: encode(holder["tokenizer"], captions), fresh, repeats)
+    warm = time_it(lambda: encode(holder["tokenizer"], captions), None, repeats)
+    return build_s, len(captions) / cold, len(captions) / warm
 
 
 def main() -> None:
@@ -92,20 +114,11 @@ def main() -> None:
     except ImportError:
         print("open_clip not importable here: skipped (run this script with /work/refenv/bin/python)")
 
-    rows = []
-    for name, (build, encode) in candidates.items():
-        holder: dict[str, object] = {}
-
-        def fresh(build: Callable[[], object] = build, holder: dict[str, object] = holder) -> None:
-            holder["tokenizer"] = build()
-
-        build_s = time_it(fresh, None, 1)
-        cold = time_it(lambda: encode(holder["tokenizer"], captions), fresh, args.repeats)
-        warm = time_it(lambda: encode(holder["tokenizer"], captions), None, args.repeats)
-        rows.append((name, build_s, len(captions) / cold, len(captions) / warm))
-
+    rows = [(name, *measure(build, encode, captions, args.repeats)) for name, (build, encode) in candidates.items()]
     base_cold, base_warm = rows[0][2], rows[0][3]
-    print(f"\n{'tokenizer':<26} {'build s':>8} {'cold texts/s':>13} {'warm texts/s':>13} {'torchclip x (cold, warm)':>26}")
+    print(
+        f"\n{'tokenizer':<26} {'build s':>8} {'cold texts/s':>13} {'warm texts/s':>13} {'torchclip x (cold, warm)':>26}"
+    )
     for name, build_s, cold, warm in rows:
         ratio = f"{base_cold / cold:.2f}x, {base_warm / warm:.2f}x"
         print(f"{name:<26} {build_s:>8.2f} {cold:>13,.0f} {warm:>13,.0f} {ratio:>26}")

@@ -201,13 +201,19 @@ class CLIPTokenizer:
                 f"{FAST_TOKENIZER_FILE}"
             )
         config = _read_json(folder / CONFIG_FILE)
-        entries = [*fast.get("added_tokens", []), *({"id": int(i), **t} for i, t in config.get("added_tokens_decoder", {}).items())]
+        entries = [
+            *fast.get("added_tokens", []),
+            *({"id": int(i), **t} for i, t in config.get("added_tokens_decoder", {}).items()),
+        ]
         added = {t["content"]: t["id"] for t in entries}
         added.update(_read_json(folder / ADDED_TOKENS_FILE))
         special_map = _read_json(folder / SPECIAL_TOKENS_FILE)
         extra_special = [_token_content(t) for t in special_map.get("additional_special_tokens", [])]
         extra_special += [t["content"] for t in entries if t.get("special") and t["content"] not in vocab]
-        settings: dict[str, Any] = {"added_tokens": added, "additional_special_tokens": list(dict.fromkeys(extra_special))}
+        settings: dict[str, Any] = {
+            "added_tokens": added,
+            "additional_special_tokens": list(dict.fromkeys(extra_special)),
+        }
         for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
             value = _token_content(special_map.get(name, config.get(name)))
             if value is not None:
@@ -299,7 +305,11 @@ class CLIPTokenizer:
         """Token string(s) to id(s); unknown tokens become `unk_token_id`."""
         if isinstance(tokens, str):
             found = self.encoder.get(tokens, self.added_tokens_encoder.get(tokens))
-            return found if found is not None else self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
+            return (
+                found
+                if found is not None
+                else self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
+            )
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
@@ -399,7 +409,9 @@ class CLIPTokenizer:
         """The BPE tokens of `text` (without bos/eos), e.g. ["a</w>", "photo</w>"]."""
         return self.convert_ids_to_tokens(self._encode_text(_check_text(text)))
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         """`bos A eos` (or `bos A eos eos B eos` for a pair), as HF's CLIPTokenizer."""
         bos, eos = [self.bos_token_id], [self.eos_token_id]
         if token_ids_1 is None:
@@ -500,15 +512,26 @@ class CLIPTokenizer:
     ) -> tuple[str | None, bool, int | None]:
         """Validate `__call__`'s options: (padding mode or None, truncate?, effective max_length)."""
         pad_modes = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
-        truncation_modes = {False: False, "do_not_truncate": False, True: True, "longest_first": True, "only_first": True}
+        truncation_modes = {
+            False: False,
+            "do_not_truncate": False,
+            True: True,
+            "longest_first": True,
+            "only_first": True,
+        }
         if not isinstance(padding, (bool, str)) or padding not in pad_modes:
             raise ValueError(f"padding must be False, True, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
         if not isinstance(truncation, (bool, str)) or truncation not in truncation_modes:
             raise ValueError(
-                f"truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', got {truncation!r}"
+                "truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
+                f"got {truncation!r}"
             )
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
-            raise ValueError(f"max_length must be an integer >= 2 (room for the start and end tokens), got {max_length!r}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2
+        ):
+            raise ValueError(
+                f"max_length must be an integer >= 2 (room for the start and end tokens), got {max_length!r}"
+            )
         pad_mode, truncate = pad_modes[padding], truncation_modes[truncation]
         if max_length is None and (pad_mode == "max_length" or truncate):
             max_length = self.model_max_length
@@ -522,7 +545,9 @@ class CLIPTokenizer:
 
     # ------------------------------------------------------------------ ids -> text
 
-    def decode(self, token_ids: int | Iterable[int] | torch.Tensor | np.ndarray, skip_special_tokens: bool = False) -> str:
+    def decode(
+        self, token_ids: int | Iterable[int] | torch.Tensor | np.ndarray, skip_special_tokens: bool = False
+    ) -> str:
         """Text of a sequence of ids, decoded as the reference named by `compat` decodes it.
 
         "openai": OpenAI's `decode` (each `</w>` becomes a space, so the text ends with one);
