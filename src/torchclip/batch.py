@@ -25,9 +25,7 @@ class BatchFeature(dict):
                 if value.is_floating_point():
                     value = value.to(*args, **kwargs)
                 else:
-                    device = kwargs.get(
-                        "device", next((a for a in args if not isinstance(a, torch.dtype)), None)
-                    )
+                    device = kwargs.get("device", next((a for a in args if not isinstance(a, torch.dtype)), None))
                     value = value.to(device) if device is not None else value
             moved[key] = value
         return type(self)(moved)

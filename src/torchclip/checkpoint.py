@@ -1,8 +1,8 @@
 """Weights in and out: HF checkpoint folders (safetensors, sharded safetensors, `pytorch_model.bin`).
 
 Loading builds the model on the meta device and assigns the checkpoint's tensors to it, so no random
-weights are allocated first and safetensors files stay memory-mapped: peak memory is about one copy of
-the weights. Pickled files are read with `torch.load(weights_only=True)`, which refuses anything but
+weights are allocated first; tensors are read one by one into their own memory and converted (dtype,
+fused QKV) one at a time, so peak memory stays near one copy of the weights. Pickled files are read with `torch.load(weights_only=True)`, which refuses anything but
 plain tensors. Saving writes to temporary files and renames them, so a crash never leaves a half-written
 checkpoint.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -68,13 +67,43 @@ def parse_size(size: int | str) -> int:
 # Reading
 
 
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+
 def _safetensors_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                yield key, handle.get_tensor(key)
-    except SafetensorError as exc:
-        raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {exc}") from None
+    """Read each tensor into memory of its own, in file order.
+
+    The safetensors library maps the whole file and hands out views of the map; the model then holds
+    both the file's pages (q/k/v projections included) and its fused QKV copies, about 1.3x the
+    weights. Reading tensor by tensor into owned buffers keeps peak memory at one copy.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        try:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if not 2 <= header_size <= size - 8:
+                raise ValueError(f"header length {header_size} does not fit a {size}-byte file")
+            header = json.loads(handle.read(header_size))
+            header.pop("__metadata__", None)
+            entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+            end_of_data = max((info["data_offsets"][1] for _, info in entries), default=0)
+            if 8 + header_size + end_of_data > size:
+                raise ValueError(f"the header describes {8 + header_size + end_of_data} bytes, the file has {size}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {exc}") from None
+        for key, info in entries:
+            start, end = info["data_offsets"]
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {info['dtype']!r}")
+            buffer = torch.empty(end - start, dtype=torch.uint8)
+            handle.seek(8 + header_size + start)
+            handle.readinto(memoryview(buffer.numpy()))
+            yield key, buffer.view(dtype).reshape(info["shape"])
 
 
 def _torch_file(path: Path) -> dict[str, torch.Tensor]:
@@ -126,7 +155,7 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint, memory-mapped where the format allows it."""
+    """All tensors of a checkpoint, one copy in memory."""
     state: dict[str, torch.Tensor] = {}
     for path in files:
         items = _safetensors_file(path) if path.suffix == ".safetensors" else _torch_file(path).items()
@@ -291,7 +320,8 @@ class PreTrainedModel(nn.Module):
         state = _match_keys(state, expected, cls, source)
         target = parse_dtype(torch_dtype)
         loaded = {}
-        for key, tensor in state.items():
+        for key in list(state):
+            tensor = state.pop(key)  # drop each source tensor as soon as it is converted
             shape, _ = expected[key]
             if tuple(tensor.shape) != shape:
                 raise CheckpointError(
@@ -300,6 +330,10 @@ class PreTrainedModel(nn.Module):
                 )
             dtype = tensor.dtype if target == "auto" else (target or torch.float32)
             loaded[key] = tensor.to(device=device or "cpu", dtype=dtype if tensor.is_floating_point() else None)
+        from torchclip.modeling.layers import fuse_qkv_keys  # (modeling imports this module)
+
+        for key in [key for key in loaded if key.endswith("q_proj.weight")]:
+            fuse_qkv_keys(loaded, key.removesuffix("q_proj.weight"))  # one layer's copy at a time
         model.load_state_dict(loaded, strict=False, assign=True)
         fresh = [name for name, p in model.named_parameters() if p.is_meta]
         if fresh:

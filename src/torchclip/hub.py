@@ -18,9 +18,7 @@ def resolve_folder(name_or_path: str | os.PathLike, *, what: str = "checkpoint")
     if path.is_dir():
         return path
     if path.exists():
-        raise NotADirectoryError(
-            f"{what} path {str(path)!r} is a file; expected a folder (HF checkpoint layout)"
-        )
+        raise NotADirectoryError(f"{what} path {str(path)!r} is a file; expected a folder (HF checkpoint layout)")
     text = str(name_or_path)
     looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
     if not looks_like_hub_id:

@@ -90,14 +90,63 @@ class CLIPTextModel(PreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
     def pooled_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`pooler_output` alone, computing no position after the last end token of the batch.
+        """`pooler_output` alone, computing no position after each sequence's end token.
 
-        The causal mask means later positions cannot change the pooled state, so the batch is cut at
-        its longest real sequence even when the caller padded to 77.
+        The causal mask means positions after the end token cannot change the pooled state, so they are
+        never computed, even when the caller padded to 77: the sequences are packed end to end into as
+        few rows as fit, each attending only to its own earlier tokens (block-diagonal causal mask),
+        with its own positions. Results equal the padded computation (to float rounding).
         """
         input_ids = input_ids.view(-1, input_ids.shape[-1])
-        keep = int(self.pooled_positions(input_ids).max()) + 1
-        input_ids = input_ids[:, :keep]
+        ends = self.pooled_positions(input_ids)
         if attention_mask is not None:
-            attention_mask = attention_mask.view(-1, attention_mask.shape[-1])[:, :keep]
-        return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
+            attention_mask = attention_mask.view(-1, attention_mask.shape[-1])
+            before_end = torch.arange(input_ids.shape[-1], device=ends.device) <= ends[:, None]
+            if not bool(attention_mask.bool()[before_end].all()):  # padding inside a sequence: no packing
+                return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
+        rows = pack_sequences((ends + 1).tolist(), self.embeddings.position_embedding.num_embeddings)
+        if len(rows) == len(input_ids):  # nothing to pack: just cut the common padding
+            keep = int(ends.max()) + 1
+            return self.forward(input_ids[:, :keep], return_dict=True).pooler_output
+        tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows)
+        same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
+        mask = same_sequence & torch.ones_like(same_sequence[0, 0]).tril()
+        x, _, _ = self.encoder(self.embeddings(tokens, positions), mask)
+        return self.final_layer_norm(x[pooled_at[:, 0], pooled_at[:, 1]])
+
+
+def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: group sequence indices into rows whose total length fits `capacity`."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
+        if row is None:
+            rows.append([])
+            free.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(index)
+        free[row] -= lengths[index]
+    return rows
+
+
+def _packed_inputs(
+    input_ids: torch.Tensor, ends: torch.Tensor, rows: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, position ids and segment ids [rows, width], and where each input's end token landed."""
+    width = max(int((ends[row] + 1).sum()) for row in rows)
+    tokens = torch.zeros(len(rows), width, dtype=input_ids.dtype)
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    pooled_at = torch.zeros(len(input_ids), 2, dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for index in row:
+            length = int(ends[index]) + 1
+            tokens[r, start : start + length] = input_ids[index, :length]
+            positions[r, start : start + length] = torch.arange(length)
+            segments[r, start : start + length] = index
+            pooled_at[index] = torch.tensor([r, start + length - 1])
+            start += length
+    device = input_ids.device
+    return tokens.to(device), positions.to(device), segments.to(device), pooled_at.to(device)

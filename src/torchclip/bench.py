@@ -1,0 +1,241 @@
+"""Side-by-side inference benchmark: torchclip and the reference (HF transformers) in one process, on the
+same random ViT-B/32-size weights and the same inputs, as ratios. Absolute times on shared machines
+prove little; a ratio measured in one run, with the two interleaved, does.
+
+Used by `torchclip bench` and `benchmarks/bench_inference.py`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchclip.config import CLIPConfig
+from torchclip.modeling import CLIPModel
+
+WORDS = (
+    "a photo of the small large red blue green dog cat bird car tree house person man woman child on in at with "
+    "beach street park table kitchen field mountain river sunset night snow running sitting standing old new "
+    "bright dark two three group of people near next to under above wooden metal"
+).split()
+
+
+@dataclass
+class Row:
+    task: str
+    precision: str
+    ours: float
+    reference: float | None
+    unit: str
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.reference else self.ours / self.reference
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        lines = [
+            "| task | precision | torchclip | reference | ratio | note |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for r in self.rows:
+            ref = f"{r.reference:.1f}" if r.reference else "-"
+            ratio = f"{r.ratio:.2f}x" if r.ratio else "-"
+            lines.append(f"| {r.task} | {r.precision} | {r.ours:.1f} {r.unit} | {ref} | {ratio} | {r.note} |")
+        facts = ", ".join(f"{k}: {v}" for k, v in self.facts.items())
+        return "\n".join(lines) + (f"\n\n{facts}" if facts else "")
+
+
+def best_rate(fn: Callable[[], Any], items: int, repeats: int) -> float:
+    """Items per second of the fastest of `repeats` timed calls, after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return items / best
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], items: int, repeats: int) -> dict[str, float]:
+    """Best rate of each function, alternating between them so that machine noise hits all alike."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: items / seconds for name, seconds in best.items()}
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    return best_rate(lambda: a @ b, 1, repeats) * 2 * size**3 / 1e9
+
+
+def vision_gflop_per_image(config: CLIPConfig) -> float:
+    v = config.vision_config
+    tokens = (v.image_size // v.patch_size) ** 2 + 1
+    per_layer = 2 * tokens * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size)
+    per_layer += 2 * 2 * tokens * tokens * v.hidden_size
+    patch = 2 * (tokens - 1) * 3 * v.patch_size**2 * v.hidden_size
+    return (per_layer * v.num_hidden_layers + patch) / 1e9
+
+
+def text_gflop_per_text(config: CLIPConfig, tokens: int) -> float:
+    t = config.text_config
+    per_layer = 2 * tokens * (4 * t.hidden_size**2 + 2 * t.hidden_size * t.intermediate_size)
+    per_layer += 2 * 2 * tokens * tokens * t.hidden_size
+    return per_layer * t.num_hidden_layers / 1e9
+
+
+def realistic_captions(count: int, seed: int = 0) -> list[str]:
+    """Captions of 6-16 words, the length mix of real alt-text and prompts."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))) for _ in range(count)]
+
+
+def peak_memory_of_loading(folder: Path, which: str) -> tuple[float, float]:
+    """(peak RSS in MB, load seconds) of loading `folder` in a fresh process."""
+    code = f"""
+import resource, time, torch, json
+start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+if {which!r} == "torchclip":
+    import torchclip
+    model = torchclip.CLIPModel.from_pretrained({str(folder)!r})
+else:
+    import transformers
+    model = transformers.CLIPModel.from_pretrained({str(folder)!r})
+seconds = time.perf_counter() - t
+x = sum(float(p.float().sum()) for p in model.parameters())  # touch every weight
+print(json.dumps(dict(peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, before=start_rss, seconds=seconds)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return (result["peak"] - result["before"]) / 1024, result["seconds"]
+
+
+def run(
+    batch_size: int = 32,
+    repeats: int = 3,
+    config: CLIPConfig | None = None,
+    reference: bool = True,
+    memory: bool = True,
+    precisions: tuple[str, ...] = ("float32", "bfloat16"),
+    log: Callable[[str], None] = print,
+) -> Report:
+    """Measure everything the inference issue names; `reference=False` measures torchclip alone."""
+    from torchclip.tokenizer import CLIPTokenizer
+
+    config = config or CLIPConfig()
+    report = Report()
+    report.facts["threads"] = torch.get_num_threads()
+    report.facts["torch"] = torch.__version__
+    torch.manual_seed(0)
+    ours32 = CLIPModel(config).eval()
+    folder = Path(tempfile.mkdtemp(prefix="torchclip-bench-"))
+    ours32.save_pretrained(folder)
+    theirs32 = None
+    if reference:
+        try:
+            import transformers
+        except ImportError:
+            log("transformers is not installed: measuring torchclip alone")
+            reference = False
+        else:
+            theirs32 = transformers.CLIPModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    tokenizer = CLIPTokenizer()
+    pixels = torch.randn(batch_size, 3, config.vision_config.image_size, config.vision_config.image_size)
+    captions = realistic_captions(256)
+
+    for precision in precisions:
+        dtype = getattr(torch, precision)
+        gflops = matmul_gflops(dtype)
+        report.facts[f"matmul {precision} GFLOP/s"] = round(gflops, 1)
+        ours = CLIPModel.from_pretrained(folder, torch_dtype=dtype)
+        theirs = None
+        if reference:
+            theirs = transformers.CLIPModel.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
+        with torch.inference_mode():
+            report.rows += _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repeats, log)
+        images = next(r for r in report.rows if r.task == "images" and r.precision == precision)
+        achieved = images.ours * vision_gflop_per_image(config)
+        images.note = f"{achieved:.0f} GFLOP/s = {100 * achieved / gflops:.0f}% of matmul"
+        del ours, theirs
+        gc.collect()
+    if theirs32 is not None and "bfloat16" in precisions:
+        with torch.inference_mode():
+            rate32 = best_rate(lambda: theirs32.get_image_features(pixel_values=pixels), batch_size, repeats)
+        ours_bf16 = next(r for r in report.rows if r.task == "images" and r.precision == "bfloat16").ours
+        report.rows.append(Row("images, ours bf16 vs reference fp32", "mixed", ours_bf16, rate32, "img/s"))
+
+    if memory:
+        size_mb = sum(p.numel() * p.element_size() for p in ours32.parameters()) / 1e6 * 1e6 / 2**20
+        peak, seconds = peak_memory_of_loading(folder, "torchclip")
+        row_mem = Row("from_pretrained peak RSS", "float32", peak, None, "MB", f"weights {size_mb:.0f} MB")
+        row_time = Row("from_pretrained time", "float32", seconds, None, "s")
+        if reference:
+            row_mem.reference, row_time.reference = peak_memory_of_loading(folder, "transformers")
+        report.rows += [row_mem, row_time]
+    report.facts["max RSS of this process MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    for path in folder.iterdir():
+        path.unlink()
+    os.rmdir(folder)
+    return report
+
+
+def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repeats, log) -> list[Row]:
+    """Images, 77-token texts and the caption mix, ours and the reference's interleaved."""
+    precision = str(dtype).removeprefix("torch.")
+    pixels = pixels.to(dtype)
+    rows = []
+    fns = {"ours": lambda: ours.get_image_features(pixels)}
+    if theirs is not None:
+        fns["theirs"] = lambda: theirs.get_image_features(pixel_values=pixels)
+    rates = interleaved(fns, batch_size, repeats)
+    log(f"images {precision}: {rates}")
+    rows.append(Row("images", precision, rates["ours"], rates.get("theirs"), "img/s"))
+
+    full = tokenizer(captions[:batch_size], padding="max_length", truncation=True, return_tensors="pt")
+    fns = {"ours": lambda: ours.get_text_features(**full)}
+    if theirs is not None:
+        fns["theirs"] = lambda: theirs.get_text_features(**full)
+    rates = interleaved(fns, batch_size, repeats)
+    log(f"texts, 77 tokens {precision}: {rates}")
+    rows.append(Row("texts, 77 tokens", precision, rates["ours"], rates.get("theirs"), "txt/s"))
+
+    batches = [captions[i : i + 64] for i in range(0, len(captions), 64)]
+    max_length = [tokenizer(b, padding="max_length", return_tensors="pt") for b in batches]
+    longest = [tokenizer(b, padding=True, return_tensors="pt") for b in batches]
+    fns = {"ours": lambda: [ours.get_text_features(**b) for b in max_length]}
+    if theirs is not None:
+        fns["longest"] = lambda: [theirs.get_text_features(**b) for b in longest]
+        fns["max_length"] = lambda: [theirs.get_text_features(**b) for b in max_length]
+    rates = interleaved(fns, len(captions), repeats)
+    log(f"caption mix {precision}: {rates}")
+    rows.append(Row("texts, caption mix vs padding=True", precision, rates["ours"], rates.get("longest"), "txt/s"))
+    rows.append(Row("texts, caption mix vs max_length", precision, rates["ours"], rates.get("max_length"), "txt/s"))
+    return rows
