@@ -103,3 +103,15 @@ def test_bf16_embeddings_agree_with_fp32(model, tmp_path):
     assert text16.dtype == image16.dtype == torch.bfloat16
     assert F.cosine_similarity(text32, text16.float()).min() >= 0.999
     assert F.cosine_similarity(image32, image16.float()).min() >= 0.999
+
+
+def test_autocast_on_fp32_weights_agrees_with_fp32(model):
+    pixels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ids, mask = padded_batch([5, 9, 14, 12])
+    with torch.no_grad():
+        image32, text32 = model.get_image_features(pixels), model.get_text_features(ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            image16, text16 = model.get_image_features(pixels), model.get_text_features(ids, mask)
+    assert image16.dtype == torch.bfloat16  # the matrix multiplies really ran in bf16
+    assert F.cosine_similarity(image32, image16.float()).min() >= 0.999
+    assert F.cosine_similarity(text32, text16.float()).min() >= 0.999

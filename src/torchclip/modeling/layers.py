@@ -54,7 +54,7 @@ class Linear(nn.Linear):
         if (
             _ONEDNN
             and x.device.type == "cpu"
-            and x.dtype == torch.bfloat16
+            and x.dtype == self.weight.dtype == torch.bfloat16
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
         ):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")

@@ -134,19 +134,26 @@ def _packed_inputs(
     input_ids: torch.Tensor, ends: torch.Tensor, rows: list[list[int]]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token ids, position ids and segment ids [rows, width], and where each input's end token landed."""
-    width = max(int((ends[row] + 1).sum()) for row in rows)
-    tokens = torch.zeros(len(rows), width, dtype=input_ids.dtype)
-    positions = torch.zeros(len(rows), width, dtype=torch.long)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)
-    pooled_at = torch.zeros(len(input_ids), 2, dtype=torch.long)
-    for r, row in enumerate(rows):
-        start = 0
-        for index in row:
-            length = int(ends[index]) + 1
-            tokens[r, start : start + length] = input_ids[index, :length]
-            positions[r, start : start + length] = torch.arange(length)
-            segments[r, start : start + length] = index
-            pooled_at[index] = torch.tensor([r, start + length - 1])
-            start += length
     device = input_ids.device
-    return tokens.to(device), positions.to(device), segments.to(device), pooled_at.to(device)
+    order = torch.tensor([index for row in rows for index in row], device=device)
+    row_of = torch.tensor([r for r, row in enumerate(rows) for _ in row], device=device)
+    lengths = ends[order] + 1
+    # each sequence starts where the previous one of its row ended
+    offset = torch.cumsum(lengths, 0) - lengths
+    row_first = torch.tensor([0] + [len(row) for row in rows[:-1]], device=device).cumsum(0)
+    start = offset - offset[row_first][row_of]
+    # one entry per packed token: which sequence, which position in it, where it goes
+    sequence = order.repeat_interleave(lengths)
+    position = torch.arange(int(lengths.sum()), device=device) - offset.repeat_interleave(lengths)
+    row = row_of.repeat_interleave(lengths)
+    column = start.repeat_interleave(lengths) + position
+    width = int((start + lengths).max())
+    tokens = torch.zeros(len(rows), width, dtype=input_ids.dtype, device=device)
+    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long, device=device)
+    tokens[row, column] = input_ids[sequence, position]
+    positions[row, column] = position
+    segments[row, column] = sequence
+    pooled_at = torch.empty(len(input_ids), 2, dtype=torch.long, device=device)
+    pooled_at[order] = torch.stack([row_of, start + lengths - 1], dim=1)
+    return tokens, positions, segments, pooled_at
