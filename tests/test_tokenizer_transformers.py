@@ -38,12 +38,13 @@ def tok() -> CLIPTokenizer:
 def reference_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The standard vocabulary as OpenAI's SimpleTokenizer builds it from the .gz (written from its source)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
+    cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
             bs.append(b)
-            cs.append(256 + len(cs) - 188)
-    symbols = [chr(c) for _, c in sorted(zip(range(len(bs)), cs))]
+            cs.append(256 + n)
+            n += 1
+    symbols = [chr(c) for c in cs]
     merges = [
         tuple(m.split()) for m in gzip.open(DEFAULT_BPE_PATH).read().decode().split("\n")[1 : 49152 - 256 - 2 + 1]
     ]

@@ -101,7 +101,6 @@ class CLIPTokenizer:
     """
 
     model_input_names = ["input_ids", "attention_mask"]
-    vocab_files_names = {"vocab_file": VOCAB_FILE, "merges_file": MERGES_FILE}
 
     def __init__(
         self,
