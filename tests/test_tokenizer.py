@@ -149,6 +149,18 @@ def test_save_vocabulary_round_trip(tok, golden, tmp_path):
         assert got == golden["ids"]
 
 
+def test_from_pretrained_reads_hub_style_special_tokens(tok, tmp_path):
+    """Hub folders write special tokens as dicts with a "content" key; the pad token may be "!" (id 0)."""
+    tok.save_vocabulary(tmp_path)
+    token = {"content": "!", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps({"pad_token": token}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32, "pad_token": "<|endoftext|>"}))
+    loaded = CLIPTokenizer.from_pretrained(tmp_path)
+    assert (loaded.pad_token, loaded.pad_token_id, loaded.model_max_length) == ("!", 0, 32)
+    assert loaded("a cat", padding="max_length")["input_ids"] == tok.encode("a cat") + [0] * 28
+    assert CLIPTokenizer.from_pretrained(tmp_path, pad_token="<|endoftext|>").pad_token_id == EOS
+
+
 def test_from_bpe_file(golden, tmp_path):
     copy = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
     shutil.copy(DEFAULT_BPE_PATH, copy)

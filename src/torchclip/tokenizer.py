@@ -97,7 +97,9 @@ class CLIPTokenizer:
     `CLIPTokenizer()` is the standard CLIP tokenizer (the vocabulary ships with torchclip, no download).
     `compat="openai"` (default) reproduces OpenAI's `SimpleTokenizer`, the tokenizer every CLIP checkpoint
     was trained with; `compat="transformers"` reproduces `transformers.CLIPTokenizer`, which skips ftfy
-    and HTML unescaping and so gives different ids for some texts (e.g. "&amp;").
+    and HTML unescaping and so gives different ids for some texts (e.g. "&amp;"). The transformers option
+    matches it on all text except code points newer than Python's own Unicode database (unassigned in
+    `unicodedata`), whose letter and case properties differ between the libraries' Unicode versions.
     """
 
     model_input_names = ["input_ids", "attention_mask"]
@@ -466,7 +468,8 @@ class CLIPTokenizer:
     ) -> BatchEncoding:
         """Tokenize a text or a list of texts into `input_ids` (+ `attention_mask`).
 
-        padding: False (none), True / "longest" (to the longest text), "max_length" (to `max_length`).
+        padding: False (none), True / "longest" (to the longest text), "max_length" (to `max_length`, or to
+            the longest text if that is longer and not truncated).
         truncation: True cuts texts longer than `max_length`, keeping the end token last.
         max_length: defaults to `model_max_length` (77) when padding to it or truncating.
         return_tensors: "pt" (torch), "np" (numpy) or None (Python lists).
