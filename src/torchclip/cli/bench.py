@@ -9,7 +9,7 @@ import platform
 EXAMPLES = """examples:
   torchclip bench                       # ViT-B/32 sizes, batch 32, fp32 and bf16, with transformers
   torchclip bench --precision float32   # fp32 only
-  torchclip bench --tiny --no-memory    # a seconds-long smoke run on a tiny model
+  torchclip bench --tiny --memory-model none   # a seconds-long smoke run on a tiny model
 """
 
 
@@ -24,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best counts")
     parser.add_argument("--precision", action="append", choices=["float32", "bfloat16"], help="repeatable")
     parser.add_argument("--no-reference", action="store_true", help="measure torchclip alone")
-    parser.add_argument("--no-memory", action="store_true", help="skip the load-time / peak-memory rows")
+    parser.add_argument(
+        "--memory-model",
+        choices=["vit-l-14", "vit-b-32", "none"],
+        default="vit-l-14",
+        help="model whose loading peak memory and time are measured (default: vit-l-14; none skips)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model instead of ViT-B/32 (smoke test)")
     return parser
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         config=config,
         reference=not args.no_reference,
-        memory=not args.no_memory,
+        memory_config={"vit-l-14": bench.VIT_L_14, "vit-b-32": CLIPConfig(), "none": None}[args.memory_model],
         precisions=tuple(args.precision or ("float32", "bfloat16")),
         log=lambda line: print(f"  {line}", flush=True),
     )
