@@ -1,0 +1,9 @@
+"""Contrastive training and fine-tuning: `train(TrainConfig(...))`, the `ClipLoss`, data sources and recipes.
+
+`torchclip train` and `torchrun --nproc_per_node N -m torchclip.train` drive the same code.
+"""
+
+from torchclip.train.loss import ClipLoss
+from torchclip.train.trainer import TrainConfig, train
+
+__all__ = ["ClipLoss", "TrainConfig", "train"]

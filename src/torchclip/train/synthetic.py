@@ -1,0 +1,251 @@
+"""A procedural image-caption world: coloured shapes on varied backgrounds, described in several phrasings.
+
+It is what the bundled model is trained on (no real image-text data can be downloaded here), and it makes
+a clean test of compositional generalisation: some colour x shape pairs (`HELD_OUT`) never appear in
+training, neither in an image nor in a caption, yet zero-shot classification must name them.
+
+Every sample is a pure function of `(seed, index)`, so a data set is just a range of indices: any rank or
+DataLoader worker can make any sample, and a resumed run sees exactly the samples it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFilter
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 35),
+    "orange": (250, 140, 0),
+    "yellow": (245, 225, 30),
+    "green": (30, 165, 60),
+    "blue": (35, 80, 235),
+    "purple": (145, 50, 195),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+}
+SHAPES = ["circle", "square", "triangle", "star", "hexagon", "cross"]
+PLURALS = {"cross": "crosses"}
+# One unseen pair per colour; every shape is held out with at least one colour.
+HELD_OUT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("red", "triangle"),
+        ("orange", "star"),
+        ("yellow", "circle"),
+        ("green", "cross"),
+        ("blue", "hexagon"),
+        ("purple", "square"),
+        ("white", "star"),
+        ("black", "circle"),
+    }
+)
+SIZES = {"small": (0.11, 0.14), "medium": (0.17, 0.21), "large": (0.25, 0.3)}  # radius, fraction of side
+POSITIONS = {  # name -> centre as a fraction of the side
+    "top left": (0.25, 0.25),
+    "top": (0.5, 0.25),
+    "top right": (0.75, 0.25),
+    "left": (0.25, 0.5),
+    "center": (0.5, 0.5),
+    "right": (0.75, 0.5),
+    "bottom left": (0.25, 0.75),
+    "bottom": (0.5, 0.75),
+    "bottom right": (0.75, 0.75),
+}
+NUMBERS = {2: "two", 3: "three", 4: "four"}
+
+
+def composition_name(colour: str, shape: str) -> str:
+    """The class name zero-shot evaluation uses for a colour x shape pair, e.g. "red triangle"."""
+    return f"{colour} {shape}"
+
+
+def all_compositions() -> list[tuple[str, str]]:
+    return [(colour, shape) for colour in COLOURS for shape in SHAPES]
+
+
+def plural(shape: str) -> str:
+    return PLURALS.get(shape, shape + "s")
+
+
+@dataclass(frozen=True)
+class Thing:
+    colour: str
+    shape: str
+    size: str
+    centre: tuple[float, float]  # fraction of the side
+    angle: float  # degrees
+
+
+def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    def polygon(corners: int, radii: list[float], start: float) -> list[tuple[float, float]]:
+        points = []
+        for k in range(corners * len(radii)):
+            a = math.radians(start + angle + k * 360 / (corners * len(radii)))
+            radius = radii[k % len(radii)]
+            points.append((cx + radius * math.cos(a), cy + radius * math.sin(a)))
+        return points
+
+    if shape == "square":
+        return polygon(4, [r * 1.15], 45)
+    if shape == "triangle":
+        return polygon(3, [r * 1.2], -90)
+    if shape == "star":
+        return polygon(5, [r * 1.2, r * 0.5], -90)
+    if shape == "hexagon":
+        return polygon(6, [r * 1.05], 0)
+    if shape == "cross":
+        w = r * 0.38
+        arm = [
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+            (-r, -w),
+            (-w, -w),
+        ]
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in arm]
+    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+
+
+def _background(rng: random.Random, side: int) -> Image.Image:
+    """A muted background (flat, gradient, noise or stripes) that no object colour can hide in."""
+    base = [rng.randint(80, 175) for _ in range(3)]
+    grey = sum(base) / 3
+    base = [int(grey + (c - grey) * 0.35) for c in base]  # desaturate
+    kind = rng.choice(["flat", "gradient", "noise", "stripes"])
+    image = Image.new("RGB", (side, side), tuple(base))
+    draw = ImageDraw.Draw(image)
+    if kind == "gradient":
+        other = [min(255, max(0, c + rng.randint(-45, 45))) for c in base]
+        vertical = rng.random() < 0.5
+        for i in range(side):
+            t = i / (side - 1)
+            colour = tuple(int(a + (b - a) * t) for a, b in zip(base, other))
+            draw.line([(0, i), (side, i)] if vertical else [(i, 0), (i, side)], fill=colour)
+    elif kind == "noise":
+        noise = Image.effect_noise((side, side), rng.uniform(10, 30)).convert("RGB")
+        image = Image.blend(image, noise, 0.25).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
+    elif kind == "stripes":
+        step = rng.randint(side // 16, side // 6)
+        shade = tuple(min(255, max(0, c + rng.choice([-20, 20]))) for c in base)
+        for x in range(-side, side, step * 2):
+            draw.polygon([(x, 0), (x + step, 0), (x + step + side, side), (x + side, side)], fill=shade)
+    return image
+
+
+def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Image:
+    """Draw the things on a random background, at 2x and then downsampled (anti-aliased edges)."""
+    side = size * 2
+    image = _background(rng, side)
+    draw = ImageDraw.Draw(image)
+    for thing in things:
+        low, high = SIZES[thing.size]
+        r = rng.uniform(low, high) * side
+        margin = r * 1.2  # keep the whole shape inside the picture
+        cx = min(max(thing.centre[0] * side, margin), side - margin)
+        cy = min(max(thing.centre[1] * side, margin), side - margin)
+        colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in COLOURS[thing.colour])
+        if thing.shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        else:
+            draw.polygon(_shape_points(thing.shape, cx, cy, r, thing.angle), fill=colour)
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+def _jitter(rng: random.Random, centre: tuple[float, float], amount: float = 0.06) -> tuple[float, float]:
+    return (centre[0] + rng.uniform(-amount, amount), centre[1] + rng.uniform(-amount, amount))
+
+
+def a(word: str) -> str:
+    """The word with its indefinite article: "a red", "an orange"."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _where(position: str) -> str:
+    if position in ("left", "right"):
+        return f"on the {position}"
+    if position in ("top", "bottom"):
+        return f"at the {position}"
+    return f"in the {position}"
+
+
+def _single_caption(rng: random.Random, t: Thing, position: str) -> str:
+    c, s, z, where = t.colour, t.shape, t.size, _where(position)
+    return rng.choice(
+        [
+            f"{a(c)} {s}",
+            f"{c} {s}",
+            f"{a(z)} {c} {s}",
+            f"a photo of {a(c)} {s}",
+            f"a picture of {a(z)} {c} {s}",
+            f"{a(c)} {s} {where}",
+            f"{a(z)} {c} {s} {where}",
+            f"there is {a(c)} {s} {where}",
+            f"a {s} that is {c}",
+            f"{a(z)} {s}, coloured {c}",
+            f"one {c} {s} on a plain background",
+            f"an image showing {a(c)} {s}",
+        ]
+    )
+
+
+class SyntheticCaptions:
+    """Procedural (image, caption) pairs; `example(index)` is deterministic.
+
+    `split="train"` never shows a `HELD_OUT` colour x shape pair; `split="heldout"` shows one object of a
+    held-out pair per image and `split="seen"` one object of a trained pair (both for zero-shot evaluation;
+    their captions are the class names). Scenes in training: one object (55%), several identical objects
+    (20%), or two different objects (25%), with size and position words in many captions.
+    """
+
+    def __init__(self, seed: int = 0, split: str = "train", image_size: int = 64, size: int = 1_000_000):
+        if split not in ("train", "heldout", "seen"):
+            raise ValueError(f"split must be 'train', 'heldout' or 'seen', got {split!r}")
+        self.seed, self.split, self.image_size, self.size = seed, split, image_size, size
+        self.trained = [pair for pair in all_compositions() if pair not in HELD_OUT]
+        self.pairs = sorted(HELD_OUT) if split == "heldout" else self.trained
+
+    def __len__(self) -> int:
+        return self.size
+
+    def example(self, index: int) -> tuple[Image.Image, str]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"synthetic sample {index} is out of range(0, {self.size})")
+        rng = random.Random(f"{self.seed}/{self.split}/{index}")
+        if self.split != "train":
+            colour, shape = self.pairs[index % len(self.pairs)]
+            thing = self._thing(rng, colour, shape, rng.choice(list(POSITIONS)))
+            return render([thing], rng, self.image_size), composition_name(colour, shape)
+        kind = rng.random()
+        if kind < 0.55:
+            position = rng.choice(list(POSITIONS))
+            thing = self._thing(rng, *rng.choice(self.pairs), position)
+            return render([thing], rng, self.image_size), _single_caption(rng, thing, position)
+        if kind < 0.75:
+            colour, shape = rng.choice(self.pairs)
+            count = rng.choice(list(NUMBERS))
+            places = rng.sample(list(POSITIONS), count)
+            things = [self._thing(rng, colour, shape, place, sizes=("small", "medium")) for place in places]
+            word = NUMBERS[count] if rng.random() < 0.7 else str(count)
+            caption = rng.choice([f"{word} {colour} {plural(shape)}", f"a picture of {word} {colour} {plural(shape)}"])
+            return render(things, rng, self.image_size), caption
+        (c1, s1), (c2, s2) = rng.sample(self.pairs, 2)
+        left, right = rng.choice([("left", "right"), ("top left", "bottom right"), ("bottom left", "top right")])
+        first = self._thing(rng, c1, s1, left, sizes=("small", "medium"))
+        second = self._thing(rng, c2, s2, right, sizes=("small", "medium"))
+        caption = rng.choice([f"{a(c1)} {s1} and {a(c2)} {s2}", f"{a(c1)} {s1} to the left of {a(c2)} {s2}"])
+        return render([first, second], rng, self.image_size), caption
+
+    def _thing(
+        self, rng: random.Random, colour: str, shape: str, position: str, sizes: tuple[str, ...] = tuple(SIZES)
+    ) -> Thing:
+        return Thing(colour, shape, rng.choice(sizes), _jitter(rng, POSITIONS[position]), rng.uniform(-15, 15))
