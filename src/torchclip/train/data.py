@@ -317,11 +317,10 @@ class PairBatches(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         stream = (worker + self.rotation) % self.num_streams
-        position = self.start[stream]
         images: list[torch.Tensor] = []
         captions: list[str] = []
         bad: list[str] = []
-        for position, item in self._raw(stream, position):
+        for position, item in self._raw(stream, self.start[stream]):
             try:
                 image, caption = self.source.decode(item)
                 pixels = self.processor.image_processor(image, return_tensors="pt", num_workers=1).pixel_values[0]
