@@ -345,3 +345,23 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = CLIPImageProcessor.from_pretrained(tmp_path / "saved")
     assert loaded.to_dict() == processor.to_dict()
     assert json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())["size"] == {"shortest_edge": 336}
+
+
+# ---------------------------------------------------------------- reduced-size JPEG decode
+
+
+def test_fast_jpeg_decode_is_opt_in_close_and_only_for_files(tmp_path):
+    photo = Image.open(source_path("photo_coffee")).resize((1800, 1200), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    photo.save(path, quality=92)
+    exact = CLIPImageProcessor()(path, return_tensors="np", do_normalize=False, do_rescale=False).pixel_values
+    fast_processor = CLIPImageProcessor(fast_jpeg_decode=True)
+    fast = fast_processor(path, return_tensors="np", do_normalize=False, do_rescale=False).pixel_values
+    levels = np.abs(fast - exact)
+    assert levels.max() > 0  # the reduced decode really happened (1800x1200 -> 900x600, twice 448)
+    assert levels.mean() < 3  # ...and stays close to the exact pixels
+    # PIL images are used as given, so the flag changes nothing for them
+    pil = Image.open(path)
+    assert np.array_equal(
+        fast_processor(pil, return_tensors="np").pixel_values, CLIPImageProcessor()(pil).pixel_values[0][None]
+    )

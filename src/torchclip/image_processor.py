@@ -110,9 +110,10 @@ class CLIPImageProcessor:
     - `pipeline`: "openai" (default) or "transformers" (bit-compatible with `transformers.CLIPImageProcessor`,
       see the module docstring for the two differences);
     - `fast_jpeg_decode`: off by default. When on, JPEG files and bytes are decoded at a reduced scale
-      (Pillow's `Image.draft`, a DCT-domain 1/2, 1/4 or 1/8 reduction that keeps the shortest edge at
-      least the target size). Several times faster on large photos, but the pixels differ slightly from
-      the exact path (`benchmarks/bench_image_processor.py` reports by how much).
+      (Pillow's `Image.draft`, a DCT-domain 1/2, 1/4 or 1/8 reduction that keeps both edges at least
+      twice the target size, the margin Pillow's own `thumbnail` uses). About 2x faster on 1-3 MP photos,
+      but the pixels differ from the exact path (on the benchmark's photos by 0.9 of an 8-bit level on
+      average; `benchmarks/bench_image_processor.py` reports it). PIL images passed in are used as given.
     """
 
     model_input_names = ["pixel_values"]
@@ -293,17 +294,17 @@ class CLIPImageProcessor:
             more = f" ({len(failed) - 1} more image(s) also failed: {failed[1:]})" if len(failed) > 1 else ""
             raise ValueError(f"image {_describe(failed[0], items[failed[0]])}: {first}{more}") from first.__cause__
 
-        pixels = [_normalise(torch.from_numpy(array), scale, shift) for array in results]
         if return_tensors is None:
-            return BatchFeature(pixel_values=[p.numpy() for p in pixels])
-        shapes = {tuple(p.shape) for p in pixels}
+            return BatchFeature(pixel_values=[_normalise(array[None], scale, shift)[0].numpy() for array in results])
+        shapes = {array.shape for array in results}
         if len(shapes) > 1:
             raise ValueError(
                 f"images have different sizes after preprocessing ({sorted(shapes)}), so they cannot be "
                 "stacked: turn on do_center_crop, resize to {'height', 'width'}, or pass return_tensors=None"
             )
-        stacked = torch.stack(pixels) if pixels else torch.empty(0, 3, 0, 0)
-        return BatchFeature(pixel_values=stacked if return_tensors == "pt" else stacked.numpy())
+        batch = np.stack(results) if results else np.zeros((0, 0, 0, 3), np.uint8)
+        pixel_values = _normalise(batch, scale, shift)
+        return BatchFeature(pixel_values=pixel_values if return_tensors == "pt" else pixel_values.numpy())
 
 
 class CLIPFeatureExtractor(CLIPImageProcessor):
@@ -313,10 +314,12 @@ class CLIPFeatureExtractor(CLIPImageProcessor):
 # ---------------------------------------------------------------------- pixel arithmetic
 
 
-def _normalise(array: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 HWC -> float32 CHW, `pixel * scale + shift` per channel (rescale and normalise in one pass)."""
-    out = torch.empty(array.shape[2], array.shape[0], array.shape[1], dtype=torch.float32)
-    out.copy_(array.permute(2, 0, 1))
+def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel: rescale and
+    normalise in one vectorised pass over the whole batch (within 3e-7 of divide-subtract-divide)."""
+    pixels = torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2)
+    out = torch.empty(pixels.shape, dtype=torch.float32)
+    out.copy_(pixels)
     return out.mul_(scale[:, None, None]).add_(shift[:, None, None])
 
 
@@ -427,7 +430,7 @@ def _open(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) 
     )
     if settings.fast_jpeg_decode and image is not source and image.format == "JPEG" and settings.do_resize:
         target = settings.size.get("shortest_edge") or max(settings.size["height"], settings.size["width"])
-        image.draft(None, (target, target))
+        image.draft(None, (2 * target, 2 * target))
     image.load()
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     return ImageOps.exif_transpose(image) if orientation != 1 else image
@@ -467,10 +470,13 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
     """Decode, convert, resize and crop one image; returns uint8 HWC (3 channels)."""
     try:
         image = _open(source, settings)
-        if settings.do_convert_rgb:
-            image = _to_rgb(image, settings.pipeline)
-        elif image.mode != "RGB":
+        # Greyscale is resized as one channel and expanded to RGB at the end: a third of the work, and the
+        # same pixels, since Pillow resizes each channel of an RGB image with the same integer arithmetic
+        # (make_image_fixtures.py asserts this on every greyscale image).
+        if not settings.do_convert_rgb and image.mode != "RGB":
             raise _ImageFailure(f"do_convert_rgb=False needs RGB images, got mode {image.mode!r}")
+        if image.mode not in ("RGB", "L"):
+            image = _to_rgb(image, settings.pipeline)
         if settings.do_resize:
             new_size = _resized_size(*image.size, settings.size)
             if new_size[0] * new_size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
@@ -484,7 +490,7 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
             box = _crop_box(*image.size, settings.crop_size, settings.pipeline)
             if box != (0, 0, *image.size):
                 image = image.crop(box)
-        return np.array(image)  # a writable copy, so torch.from_numpy is safe
+        return np.asarray(image.convert("RGB") if image.mode == "L" else image)
     except Image.DecompressionBombError as exc:
         raise _ImageFailure(f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}") from exc
     except UnidentifiedImageError as exc:
