@@ -56,6 +56,7 @@ class Linear(nn.Linear):
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.bfloat16
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            and not torch.compiler.is_compiling()  # inductor fuses the bias itself
         ):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
