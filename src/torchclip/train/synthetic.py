@@ -14,6 +14,7 @@ import math
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -132,7 +133,8 @@ def _background(rng: random.Random, side: int) -> Image.Image:
             colour = tuple(int(a + (b - a) * t) for a, b in zip(base, other))
             draw.line([(0, i), (side, i)] if vertical else [(i, 0), (i, side)], fill=colour)
     elif kind == "noise":
-        noise = Image.effect_noise((side, side), rng.uniform(10, 30)).convert("RGB")
+        pixels = np.random.default_rng(rng.getrandbits(64)).normal(128, rng.uniform(10, 30), (side, side, 1))
+        noise = Image.fromarray(np.repeat(pixels.clip(0, 255).astype(np.uint8), 3, axis=2))
         image = Image.blend(image, noise, 0.25).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
     elif kind == "stripes":
         step = rng.randint(side // 16, side // 6)
