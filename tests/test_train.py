@@ -196,9 +196,7 @@ def test_locked_image_tower_does_not_change(tmp_path):
 
 
 def test_bf16_accumulation_and_checkpointing_run(tmp_path):
-    config = run_config(
-        tmp_path, "opts", steps=2, workers=0, precision="bf16", accum_steps=2, grad_checkpointing=True
-    )
+    config = run_config(tmp_path, "opts", steps=2, workers=0, precision="bf16", accum_steps=2, grad_checkpointing=True)
     train(config)
     state = torch.load(tmp_path / "opts" / "checkpoint-last.pt", weights_only=False)
     assert state["consumed_batches"] == 4
