@@ -92,7 +92,7 @@ def main() -> None:
     batch = make_batch(args.batch_size, args.device)
     sides = {"torchclip": torchclip_step(args.device), "transformers": transformers_step(args.device)}
     seconds = {name: 0.0 for name in sides}
-    for name, step in sides.items():  # warm-up: allocator, oneDNN/cuBLAS kernels, optimizer state
+    for step in sides.values():  # warm-up: allocator, oneDNN/cuBLAS kernels, optimizer state
         step(batch, autocast)
     for _ in range(args.steps):
         for name, step in sides.items():
