@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -251,3 +252,27 @@ class SyntheticCaptions:
         self, rng: random.Random, colour: str, shape: str, position: str, sizes: tuple[str, ...] = tuple(SIZES)
     ) -> Thing:
         return Thing(colour, shape, rng.choice(sizes), _jitter(rng, POSITIONS[position]), rng.uniform(-15, 15))
+
+
+DEMO_SCENES = {  # file name -> (colour, shape, size, position); the first three are held out of training
+    "red_triangle": ("red", "triangle", "large", "center"),
+    "yellow_circle": ("yellow", "circle", "medium", "top left"),
+    "blue_hexagon": ("blue", "hexagon", "large", "bottom right"),
+    "green_star": ("green", "star", "large", "center"),
+    "white_square": ("white", "square", "medium", "right"),
+    "purple_cross": ("purple", "cross", "large", "bottom"),
+}
+
+
+def write_demo_images(folder: str | Path, size: int = 128, seed: int = 7) -> list[Path]:
+    """The bundled demo pictures (`torchclip/data/demo_images`): one object each, named after it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (colour, shape, scale, position) in DEMO_SCENES.items():
+        rng = random.Random(f"{seed}/demo/{name}")
+        thing = Thing(colour, shape, scale, POSITIONS[position], rng.uniform(-10, 10))
+        path = folder / f"{name}.png"
+        render([thing], rng, size).save(path, optimize=True)
+        written.append(path)
+    return written
