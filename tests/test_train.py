@@ -62,31 +62,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_worker(rank: int, world: int, port: int, local_loss: bool, out: str) -> None:
+def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = tiny_model()
-    ddp = torch.nn.parallel.DistributedDataParallel(TowerFeatures(model))
     full = fixed_batch(8)
     half = {key: value[rank * 4 : (rank + 1) * 4] for key, value in full.items()}
-    loss, grads = loss_and_grads(ddp, model, half, local_loss)
-    dist.all_reduce(loss)  # the local loss differs per rank; its mean is the global loss
-    torch.save({"loss": loss / world, "grads": grads}, f"{out}/rank{rank}.pt")
+    results = {}
+    for local_loss in (False, True):
+        model = tiny_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(TowerFeatures(model))
+        loss, grads = loss_and_grads(ddp, model, half, local_loss)
+        dist.all_reduce(loss)  # the local loss differs per rank; its mean is the global loss
+        results[local_loss] = {"loss": loss / world, "grads": grads}
+    torch.save(results, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("local_loss", [False, True])
-def test_two_processes_with_batch_b_match_one_with_batch_2b(tmp_path, local_loss):
-    mp.spawn(_rank_worker, args=(2, _free_port(), local_loss, str(tmp_path)), nprocs=2, join=True)
+def test_two_processes_with_batch_b_match_one_with_batch_2b(tmp_path):
+    """DDP (gloo) over 2 processes x 4 pairs: the loss and every parameter's gradient equal 1 process x 8 pairs,
+    with the whole logit matrix on each rank and with `local_loss` (each rank's rows only)."""
+    mp.spawn(_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     model = tiny_model()
     loss, grads = loss_and_grads(TowerFeatures(model), model, fixed_batch(8), local_loss=False)
     for rank in range(2):
-        result = torch.load(tmp_path / f"rank{rank}.pt")
-        torch.testing.assert_close(result["loss"], loss, atol=1e-5, rtol=0)
-        assert result["grads"].keys() == grads.keys()
-        for name, grad in grads.items():
-            torch.testing.assert_close(result["grads"][name], grad, atol=1e-5, rtol=0, msg=name)
+        for local_loss, result in torch.load(tmp_path / f"rank{rank}.pt").items():
+            torch.testing.assert_close(result["loss"], loss, atol=1e-5, rtol=0)
+            assert result["grads"].keys() == grads.keys()
+            for name, grad in grads.items():
+                torch.testing.assert_close(result["grads"][name], grad, atol=1e-5, rtol=0, msg=f"{name} {local_loss}")
 
 
 def test_single_process_loss_is_the_models_own():
