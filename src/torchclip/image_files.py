@@ -161,7 +161,8 @@ def embed_image_files(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     workers = default_num_workers() if num_workers is None else num_workers
-    workers = min(workers, math.ceil(len(paths) / batch_size))  # no idle processes for a few files
+    batches = math.ceil(len(paths) / batch_size)
+    workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
     device, dtype = model.device, model.dtype
     loader = DataLoader(
         ImageFiles(paths, image_processor),
