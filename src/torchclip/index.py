@@ -467,7 +467,7 @@ def update_store(
         rows.clear()
         vectors.clear()
 
-    bar = tqdm(total=len(mine), unit=kind[:3] if kind == "image" else "text", disable=not progress or rank != 0)
+    bar = tqdm(total=len(mine), unit="img" if kind == "image" else "text", disable=not progress or rank != 0)
     if kind == "image":
         image_processor = getattr(processor, "image_processor", processor)
         batches = embed_image_files(

@@ -63,9 +63,9 @@ def similarity_heatmap(
         raise ValueError(f"similarity must be [texts, images] = [{len(texts)}, {len(images)}], got {similarity.shape}")
     width, height = size or (int(DPI * (3 + 1.3 * len(images))), int(DPI * (2.5 + 0.6 * len(texts))))
     figure = _figure(width, height)
-    axes = figure.add_axes((0.3, 0.04, 0.68, 0.86))
+    axes = figure.add_axes((0.25, 0.03, 0.72, 0.88))
     low, high = float(similarity.min()), float(similarity.max())
-    axes.imshow(similarity, vmin=low, vmax=high if high > low else low + 1e-6, cmap="viridis", aspect="auto")
+    axes.imshow(similarity, vmin=low, vmax=high if high > low else low + 1e-6, cmap="viridis")
     axes.set_yticks(range(len(texts)), [_shorten(t) for t in texts])
     axes.set_xticks([])
     for i, image in enumerate(images):

@@ -1,0 +1,69 @@
+"""The folder-embedding data path: every file's embedding, in order, equal to the plain computation;
+unreadable files reported and skipped; images found by content."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from apps_fixtures import synthetic_photos, tiny_model_and_processor
+
+from torchclip.image_files import embed_folder, embed_image_files, find_images
+
+CLASSES = ["red circle", "blue square", "green star", "yellow star"]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    root = tmp_path_factory.mktemp("collection")
+    photos = synthetic_photos(root / "a", CLASSES[:2], per_class=3)
+    photos |= synthetic_photos(root / "b" / "c", CLASSES[2:], per_class=2, fmt="PNG")
+    shutil.copy(next(iter(photos)), root / "b" / "no_extension")  # an image by content only
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    shutil.copy(next(iter(photos)), root / ".hidden" / "skipped.jpg")
+    return root
+
+
+def reference_embeddings(model, processor, paths):
+    """One image at a time through the image processor and the model: the plain computation."""
+    with torch.no_grad():
+        rows = [
+            model.get_image_features(processor.image_processor(p, return_tensors="pt")["pixel_values"]) for p in paths
+        ]
+    return torch.nn.functional.normalize(torch.cat(rows), dim=-1)
+
+
+def test_find_images_by_content_recursively(collection):
+    names = [p.relative_to(collection).as_posix() for p in find_images(collection)]
+    assert "b/no_extension" in names
+    assert "notes.txt" not in names and not any(n.startswith(".hidden") for n in names)
+    assert len(names) == 3 * 2 + 2 * 2 + 1 and names == sorted(names)
+    assert find_images(collection, exclude=[collection / "b"]) == sorted((collection / "a").iterdir())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_folder_pipeline_returns_every_embedding_in_order(collection, workers):
+    model, processor = tiny_model_and_processor()
+    result = embed_folder(model, processor, collection, batch_size=3, num_workers=workers)
+    assert result.paths == find_images(collection) and result.failures == []
+    torch.testing.assert_close(result.features, reference_embeddings(model, processor, result.paths), atol=1e-5, rtol=0)
+
+
+def test_corrupt_files_are_reported_and_skipped(collection, tmp_path):
+    model, processor = tiny_model_and_processor()
+    good = find_images(collection)[:5]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:200])
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"definitely not a png")
+    paths = [good[0], truncated, *good[1:3], garbage, tmp_path / "missing.jpg", *good[3:]]
+    batches = list(embed_image_files(model, processor.image_processor, paths, batch_size=2, num_workers=2))
+    indices = [i for batch in batches for i in batch.indices]
+    failures = dict(f for batch in batches for f in batch.failures)
+    assert indices == [0, 2, 3, 6, 7]
+    assert sorted(failures) == [1, 4, 5]
+    assert "not an image" in failures[4] and "no such file" in failures[5] and failures[1]
+    features = torch.cat([batch.features for batch in batches])
+    torch.testing.assert_close(features, reference_embeddings(model, processor, good), atol=1e-5, rtol=0)
