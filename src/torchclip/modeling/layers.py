@@ -166,10 +166,12 @@ class Encoder(nn.Module):
         is_causal: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        num_layers: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Run the first `num_layers` layers (default: all)."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
+        for layer in self.layers[:num_layers]:
             if self.gradient_checkpointing and self.training:
                 x, weights = checkpoint(layer, x, attn_mask, is_causal, output_attentions, use_reentrant=False)
             else:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPTextConfig
-from torchclip.modeling.layers import Encoder, causal_padding_mask, init_encoder, init_layer_norm
+from torchclip.modeling.layers import Encoder, EncoderLayer, causal_padding_mask, init_encoder, init_layer_norm
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
 
 
@@ -90,12 +91,14 @@ class CLIPTextModel(PreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
     def pooled_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`pooler_output` alone, computing no position after each sequence's end token.
+        """`pooler_output` alone, computing only what it depends on.
 
-        The causal mask means positions after the end token cannot change the pooled state, so they are
-        never computed, even when the caller padded to 77: the sequences are packed end to end into as
-        few rows as fit, each attending only to its own earlier tokens (block-diagonal causal mask),
-        with its own positions. Results equal the padded computation (to float rounding).
+        The causal mask means positions after a sequence's end token cannot change its pooled state, so
+        they are never computed, even when the caller padded to 77: sequences are packed end to end into
+        as few rows as fit, each attending only to its own earlier tokens (block-diagonal causal mask),
+        with its own positions. And in the last layer only the end tokens' outputs are ever read, so only
+        they go through the query, output projection and MLP. Equal to the padded computation (to float
+        rounding).
         """
         input_ids = input_ids.view(-1, input_ids.shape[-1])
         ends = self.pooled_positions(input_ids)
@@ -105,14 +108,31 @@ class CLIPTextModel(PreTrainedModel):
             if not bool(attention_mask.bool()[before_end].all()):  # padding inside a sequence: no packing
                 return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
         rows = pack_sequences((ends + 1).tolist(), self.embeddings.position_embedding.num_embeddings)
-        if len(rows) == len(input_ids):  # nothing to pack: just cut the common padding
-            keep = int(ends.max()) + 1
-            return self.forward(input_ids[:, :keep], return_dict=True).pooler_output
         tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows)
         same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
         mask = same_sequence & torch.ones_like(same_sequence[0, 0]).tril()
-        x, _, _ = self.encoder(self.embeddings(tokens, positions), mask)
-        return self.final_layer_norm(x[pooled_at[:, 0], pooled_at[:, 1]])
+        x = self.embeddings(tokens, positions)
+        x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
+        return self.final_layer_norm(_last_layer_at(self.encoder.layers[-1], x, mask, pooled_at))
+
+
+def _last_layer_at(layer: EncoderLayer, x: torch.Tensor, mask: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """One encoder layer's output at positions `at` [n, 2] (row, column) only.
+
+    Keys and values are needed at every position; queries, the output projection and the MLP only where
+    the output is read.
+    """
+    attn = layer.self_attn
+    width = x.shape[-1]
+    rows, columns = at[:, 0], at[:, 1]
+    h = layer.layer_norm1(x)
+    kv = F.linear(h, attn.in_proj.weight[width:], attn.in_proj.bias[width:])  # [rows, length, 2 * width]
+    q = F.linear(h[rows, columns], attn.in_proj.weight[:width], attn.in_proj.bias[:width])  # [n, width]
+    k, v = kv[rows].view(len(at), -1, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q = q.view(len(at), attn.num_heads, 1, attn.head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[rows, :, columns, None, :])
+    y = x[rows, columns] + attn.out_proj(out.reshape(len(at), width))
+    return y + layer.mlp(layer.layer_norm2(y))
 
 
 def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:
