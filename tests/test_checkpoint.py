@@ -243,3 +243,21 @@ def test_hub_id_not_in_cache_and_offline(monkeypatch, tmp_path):
 
 def test_save_leaves_no_temporary_files(saved):
     assert sorted(p.name for p in saved[1].iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_hub_id_resolves_from_the_huggingface_hub_cache(saved, monkeypatch, tmp_path):
+    """Offline, a hub id loads from huggingface_hub's cache layout (models--org--name/snapshots/REV)."""
+    pytest.importorskip("huggingface_hub")
+    model, folder = saved
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someorg--tiny-clip" / "snapshots" / ("0" * 40)
+    shutil.copytree(folder, snapshot)
+    (cache / "models--someorg--tiny-clip" / "refs").mkdir()
+    (cache / "models--someorg--tiny-clip" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert same_outputs(model, torchclip.CLIPModel.from_pretrained("someorg/tiny-clip"))
