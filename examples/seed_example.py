@@ -37,12 +37,8 @@ def tiny_random_checkpoint() -> Path:
     return folder
 
 
-def label_probabilities(folder: Path, image: Image.Image, labels: list[str]) -> list[tuple[str, float]]:
-    """The seed document's example, line for line."""
-    model = CLIPModel.from_pretrained(folder)
-    tokenizer = CLIPTokenizer.from_pretrained(folder)
-    feature_extractor = CLIPFeatureExtractor.from_pretrained(folder)
-
+def label_probabilities(model, tokenizer, feature_extractor, image: Image.Image, labels: list[str]):
+    """The seed document's example, line for line; returns (label, probability) pairs, best first."""
     image_inputs = feature_extractor(image, return_tensors="pt")
     text_inputs = tokenizer(labels, padding=True, return_tensors="pt")
 
@@ -73,23 +69,28 @@ def main() -> int:
             "the probabilities below are meaningless; they only show the API working end to end."
         )
 
+    model = CLIPModel.from_pretrained(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    feature_extractor = CLIPFeatureExtractor.from_pretrained(folder)
+    loaded = (model, tokenizer, feature_extractor)
+
     show(
         f"{CAT_PHOTO.name} (the seed document's labels):",
-        label_probabilities(folder, Image.open(CAT_PHOTO), ["a photo of a cat", "a photo of a dog"]),
+        label_probabilities(*loaded, Image.open(CAT_PHOTO), ["a photo of a cat", "a photo of a dog"]),
     )
     if folder == BUNDLED_MODEL:
-        from torchclip.train.synthetic import HELD_OUT, all_compositions
+        from torchclip.train.synthetic import HELD_OUT, a, all_compositions
 
         print(
             "\nThe bundled model was trained on pictures of coloured shapes, not photos: the cat photo above is"
             "\noutside what it knows. Its own domain, over all 48 colour-shape labels (top 5 shown; * = a pair"
             "\nheld out of training, so recognising it is zero-shot):"
         )
-        labels = [f"a photo of a {colour} {shape}" for colour, shape in all_compositions()]
+        labels = [f"a photo of {a(colour)} {shape}" for colour, shape in all_compositions()]
         for path in sorted((PACKAGE_DATA / "demo_images").glob("*.png")):
             colour, shape = path.stem.split("_")
             held_out = "*" if (colour, shape) in HELD_OUT else ""
-            show(f"{path.name}{held_out}:", label_probabilities(folder, Image.open(path), labels)[:5])
+            show(f"{path.name}{held_out}:", label_probabilities(*loaded, Image.open(path), labels)[:5])
     return 0
 
 
