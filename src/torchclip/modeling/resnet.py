@@ -33,6 +33,7 @@ from torch import nn
 
 from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPResNetVisionConfig
+from torchclip.modeling.layers import _fuse_qkv, _split_qkv
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
 
 EXPANSION = 4  # a bottleneck block's output has 4x the channels of its inner convolutions
@@ -98,7 +99,8 @@ class AttentionPool2d(nn.Module):
     """One query, the mean of the feature map, attends over [mean; map] with learned position embeddings.
 
     Only the mean token's output is used, so only its query is computed (OpenAI's code computes all
-    1 + height * width queries and keeps the first; the result is the same).
+    1 + height * width queries and keeps the first; the result is the same). Query, key and value weights are
+    one fused `in_proj`, shown in the state dict as `q_proj` / `k_proj` / `v_proj` like the transformer's.
     """
 
     def __init__(self, grid_size: int, embed_dim: int, num_heads: int, output_dim: int):
@@ -108,10 +110,10 @@ class AttentionPool2d(nn.Module):
         self.grid_size = grid_size
         self.num_heads = num_heads
         self.position_embedding = nn.Embedding(grid_size**2 + 1, embed_dim)
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
-        self.k_proj = nn.Linear(embed_dim, embed_dim)
-        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim)
         self.out_proj = nn.Linear(embed_dim, output_dim)
+        self.register_state_dict_post_hook(_split_qkv)
+        self.register_load_state_dict_pre_hook(_fuse_qkv)
 
     def positions(self, height: int, width: int) -> torch.Tensor:
         """The position embeddings, resized (bicubic) when the feature map is not the trained grid."""
@@ -129,9 +131,10 @@ class AttentionPool2d(nn.Module):
         x = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
         x = x + self.positions(height, width).to(x.dtype)
         heads, head_dim = self.num_heads, channels // self.num_heads
-        q = self.q_proj(x[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, length + 1, heads, head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length + 1, heads, head_dim).transpose(1, 2)
+        weight, bias = self.in_proj.weight, self.in_proj.bias
+        q = F.linear(x[:, :1], weight[:channels], bias[:channels]).view(batch, 1, heads, head_dim).transpose(1, 2)
+        kv = F.linear(x, weight[channels:], bias[channels:]).view(batch, length + 1, 2, heads, head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, 1 + length, head_dim]
         weights = None
         if need_weights:
             weights = ((q @ k.transpose(-1, -2)) * head_dim**-0.5).softmax(dim=-1, dtype=torch.float32).to(q.dtype)
@@ -177,7 +180,7 @@ class CLIPResNetVisionModel(PreTrainedModel):
         pool = self.attention_pool
         std = self.config.hidden_size**-0.5 * factor
         nn.init.normal_(pool.position_embedding.weight, std=std)
-        for linear in (pool.q_proj, pool.k_proj, pool.v_proj, pool.out_proj):
+        for linear in (pool.in_proj, pool.out_proj):
             nn.init.normal_(linear.weight, std=std)
         for stage in self.stages:
             for block in stage:
