@@ -17,7 +17,10 @@ float16 value, and writes under tests/data/convert/:
   `{model}.image_features` (`encode_image`), `{model}.text_features` (`encode_text`), `{model}.logits_per_image`
   (logit scale times normalised image @ text features), for `vit` (QuickGELU, as OpenAI's models), `vit_gelu`
   (the same weights with OpenCLIP's GELU) and `rn` (QuickGELU text tower);
-- `architectures.json`: the tiny architectures built here (what shape inference must find).
+- `architectures.json`: the tiny architectures built here (what shape inference must find);
+- `openclip_configs.json`: OpenCLIP's own model configs (`open_clip.get_model_config`) for every model whose
+  towers are its built-in ViT / modified ResNet and text transformer (no timm or HF towers), to check
+  torchclip's architecture table and activation rule against.
 
 Token ids follow OpenAI's conventions on a tiny vocabulary: start token `vocab - 2`, end token `vocab - 1` (the
 largest id, where the text tower pools), zero padding.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_fp16
 
@@ -90,6 +94,18 @@ def openai_storage(model: CLIP) -> CLIP:
     return model
 
 
+def openclip_configs() -> dict[str, dict]:
+    configs = {}
+    for name in open_clip.list_models():
+        config = open_clip.get_model_config(name)
+        if config is None or "timm_model_name" in config.get("vision_cfg", {}):
+            continue
+        if "hf_model_name" in config.get("text_cfg", {}) or config.get("custom_text"):
+            continue
+        configs[name] = config
+    return configs
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(3)
@@ -120,6 +136,7 @@ def main() -> None:
         "rn": {**RN, "layers": list(RN["layers"]), "heads": RN["width"] * 32 // 64},
     }
     (OUT / "architectures.json").write_text(json.dumps(architectures, indent=2, sort_keys=True) + "\n")
+    (OUT / "openclip_configs.json").write_text(json.dumps(openclip_configs(), indent=2, sort_keys=True) + "\n")
     for path in sorted(OUT.iterdir()):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1e6:.2f} MB")
 

@@ -181,6 +181,10 @@ def write_hf_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        mask = _umask()  # temporary files and folders are created private; the result should be ordinary ones
+        staging.chmod(0o777 & ~mask)
+        for file in staging.iterdir():
+            file.chmod(0o666 & ~mask)
         if output.exists():
             previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
             os.replace(output, previous)  # an empty folder, or with overwrite=True the old checkpoint
@@ -196,6 +200,12 @@ def write_hf_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

@@ -81,6 +81,9 @@ def export_openai(
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; the result should be an ordinary file
         if output.suffix == ".safetensors":
             save_file(state, tmp)
         else:
