@@ -376,7 +376,8 @@ def model_fingerprint(model: Any) -> str:
 
 @dataclass
 class UpdateReport:
-    """What one `update_store` run did (this process's share in a distributed run)."""
+    """What one `update_store` run did; in a distributed run rank 0's report counts all processes' rows
+    added, other ranks' their own."""
 
     added: int = 0
     removed: int = 0
@@ -495,6 +496,7 @@ def update_store(
     if rank == 0:
         final = EmbeddingStore(folder)
         final.merge_parts()
+        report.added = len(final) - report.unchanged  # every process's rows, not only this one's
         all_failures = list(report.failures)
         for path in sorted((folder / PARTS).glob("failures-*.json")):
             if path.name != f"failures-{rank}.json":
@@ -525,9 +527,9 @@ def _prepare(folder: Path, kind: str, identity: dict[str, Any], source: str, reb
     leftovers = [
         p.name
         for p in (folder.iterdir() if folder.exists() else [])
-        if p.name not in (CHUNKS, PARTS) and not p.name.startswith(".")
+        if p.name not in (CHUNKS, PARTS, MANIFEST, FAILURES, FAISS_INDEX, FAISS_META) and not p.name.startswith(".")
     ]
-    if leftovers:
+    if leftovers:  # never write into (or, with --rebuild, delete from) a folder that holds other things
         raise FileExistsError(f"{str(folder)!r} exists and is not an embedding store; choose an empty or new folder")
     store = EmbeddingStore.create(folder, kind, identity, source)
     store.remove_unreferenced()
