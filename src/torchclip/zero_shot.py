@@ -125,7 +125,7 @@ def pipeline(
     model: Any = None,
     processor: Any = None,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | str | None = None,
+    dtype: torch.dtype | str = torch.float32,
     batch_size: int = 32,
 ) -> ZeroShotImageClassificationPipeline:
     """A ready-to-call pipeline, like transformers' `pipeline(...)`; only "zero-shot-image-classification".
@@ -139,7 +139,6 @@ def pipeline(
         from torchclip.cli.common import bundled_model_path
         from torchclip.convert import load
 
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         model, loaded_processor = load(model or bundled_model_path(), device=device, dtype=dtype)
         processor = processor or loaded_processor
     elif processor is None:
