@@ -10,6 +10,7 @@ whatever device the file names.
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -40,7 +41,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
         return read_state_dict([path]), False
     if is_torchscript(path):
         try:
-            archive = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # OpenAI's releases exist only as TorchScript; nothing to act on
+                warnings.filterwarnings(
+                    "ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning
+                )
+                archive = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as exc:
             message = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path}: a TorchScript archive that cannot be read (corrupt?): {message}") from None
