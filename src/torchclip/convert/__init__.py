@@ -135,7 +135,10 @@ def model_from_file(
             raise CheckpointError(f"{source}: the weights are not a {model_name}: " + ", ".join(differences))
     hf_state = openai.to_hf(state, config, source)
     del state
-    return CLIPModel.from_state_dict(hf_state, config, torch_dtype=dtype, device=device, source=source)
+    try:
+        return CLIPModel.from_state_dict(hf_state, config, torch_dtype=dtype, device=device, source=source)
+    except CheckpointError as exc:
+        raise CheckpointError(openai.explain_keys(str(exc), config)) from None
 
 
 def default_processor(config: CLIPConfig) -> CLIPProcessor:

@@ -289,6 +289,19 @@ def to_hf(state: dict[str, torch.Tensor], config: CLIPConfig, source: str) -> di
     return out
 
 
+def explain_keys(message: str, config: CLIPConfig) -> str:
+    """Follow each HF-layout key named in an error message with its OpenAI-layout name, for the user's file."""
+    rules = _rules(config)
+
+    def annotate(match: re.Match) -> str:
+        key = match.group(0)
+        fused = re.sub(r"\.[qkv]_proj\.(weight|bias)$", r".in_proj.\1", key)
+        name = _rename(fused, rules, reverse=True)
+        return f"{key} ({name} in OpenAI's layout)" if name and name != key else key
+
+    return re.sub(r"\b(?:text_model|vision_model|text_projection|visual_projection)[\w.]*\w", annotate, message)
+
+
 def _add_missing_batch_counts(state: dict[str, torch.Tensor]) -> None:
     """BatchNorm's `num_batches_tracked` (unused at inference) is absent from some saved ResNets."""
     for key in [key for key in state if key.endswith(".running_mean")]:
