@@ -351,3 +351,20 @@ def test_cli_convert_and_export(reference, vit_state, tmp_path, capsys):
 def test_cli_convert_openai_takes_no_activation(tmp_path, capsys):
     assert main(["convert", "openai", str(VIT_ARCHIVE), str(tmp_path / "hf"), "--activation", "gelu"]) == 2
     assert "for `convert openclip`" in capsys.readouterr().err
+
+
+def test_image_size_from_the_position_grid_reaches_the_preprocessor(tmp_path):
+    """ViT-L/14@336px's shape: a 24x24 grid of 14-pixel patches means 336-pixel images, in config and processor."""
+    config = torchclip.CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1,
+                         vocab_size=300, max_position_embeddings=16, eos_token_id=299, bos_token_id=298),
+        vision_config=dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1,
+                           image_size=336, patch_size=14),
+    )  # fmt: skip
+    path = export_openai(torchclip.CLIPModel(config), tmp_path / "ViT-L-14-336px-shaped.pt")
+    assert torch.load(path, weights_only=True)["visual.positional_embedding"].shape == (24 * 24 + 1, 64)
+    folder = convert_checkpoint(path, tmp_path / "out", activation="quick_gelu")
+    assert json.loads((folder / "config.json").read_text())["vision_config"]["image_size"] == 336
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert preprocessor["size"] == {"shortest_edge": 336}
+    assert preprocessor["crop_size"] == {"height": 336, "width": 336}
