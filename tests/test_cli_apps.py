@@ -1,0 +1,238 @@
+"""The applications end to end through the real command line, in subprocesses: classify, embed + search,
+resume after a kill, incremental updates, unreadable files, plots, faiss, help and errors.
+
+The model is the bundled one (with checks of what it should get right); a tiny random model stands in
+only while the package has no bundled model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from apps_fixtures import has_bundled_model, save_tiny_model, subprocess_env, synthetic_photos
+
+from torchclip.cli import COMMANDS, build_parser, main
+from torchclip.cli.common import bundled_model_path
+from torchclip.index import EmbeddingStore
+from torchclip.zero_shot import ZeroShotClassifier
+
+TRAINED = has_bundled_model()
+DEMO_IMAGES = sorted((bundled_model_path().parent / "demo_images").glob("*.png"))
+CLASSES = ["red circle", "blue square", "green star", "yellow square"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return str(bundled_model_path()) if TRAINED else str(save_tiny_model(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    synthetic_photos(tmp_path / "photos", CLASSES, per_class=3)
+    return tmp_path / "photos"
+
+
+def torchclip(*args: str, model: str | None = None, check: int | None = 0) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torchclip.cli", *args, *(["--model", model] if model else [])]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env())
+    if check is not None:
+        assert result.returncode == check, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result
+
+
+def label_of(path: str | Path) -> str:
+    return Path(path).stem.rsplit("_", 1)[0].replace("_", " ") if Path(path).parent.name == "photos" else ""
+
+
+def test_classify_ranked_output_and_json(model):
+    from torchclip.convert import load
+
+    labels = [p.stem.replace("_", " ") for p in DEMO_IMAGES][::-1]  # each demo image is named after what it shows
+    images = [str(p) for p in DEMO_IMAGES]
+    text = torchclip("classify", *images, "--labels", *labels, "--top-k", "3", model=model).stdout
+    data = json.loads(torchclip("classify", *images, "--labels", *labels, "--top-k", "3", "--json", model=model).stdout)
+
+    blocks = textwrap.dedent(text).strip().split("\n" + images[1])
+    assert text.splitlines()[0] == images[0] and len(text.splitlines()) == 4 * len(images)
+    assert [entry["image"] for entry in data] == images
+    classifier = ZeroShotClassifier(*load(model), labels)
+    expected = classifier([Path(p) for p in images], top_k=3)
+    for entry, ranking in zip(data, expected):
+        assert [r["label"] for r in entry["labels"]] == [r["label"] for r in ranking]
+        np.testing.assert_allclose([r["score"] for r in entry["labels"]], [r["score"] for r in ranking], atol=1e-4)
+    first = blocks[0].splitlines()[1:]
+    assert [line.split(". ", 1)[1].rsplit(" ", 1)[0].strip() for line in first] == [
+        r["label"] for r in data[0]["labels"]
+    ]
+    percentages = [float(line.rsplit(" ", 1)[1].rstrip("%")) for line in first]
+    assert percentages == sorted(percentages, reverse=True)
+    if TRAINED:  # the demo images are named after what they show
+        assert [entry["labels"][0]["label"] for entry in data] == [p.stem.replace("_", " ") for p in DEMO_IMAGES]
+
+
+@pytest.fixture(scope="module")
+def embedded(model, tmp_path_factory):
+    """A collection with two unreadable files, embedded once through the CLI: (photos, store, result)."""
+    photos = tmp_path_factory.mktemp("collection") / "photos"
+    synthetic_photos(photos, CLASSES, per_class=3)
+    (photos / "sub").mkdir()
+    (photos / "sub" / "broken.jpg").write_bytes((photos / "red_circle_0.jpg").read_bytes()[:300])
+    (photos / "sub" / "noise.png").write_bytes(b"\x89PNG not really")
+    store = photos.parent / "store"
+    result = torchclip("embed", str(photos), "--out", str(store), "--batch-size", "4", model=model, check=1)
+    return photos, store, result
+
+
+def test_embed_reports_and_skips_corrupt_images(embedded):
+    photos, store, result = embedded
+    assert "12 image embeddings (12 new, 0 removed, 0 unchanged)" in result.stdout
+    assert "2 file(s) could not be read" in result.stderr and "broken.jpg" in result.stderr
+    assert "noise.png: is not an image" in result.stderr
+    failures = json.loads((store / "failures.json").read_text())
+    assert sorted(Path(f["key"]).name for f in failures) == ["broken.jpg", "noise.png"]
+    assert not any("sub" in item.key for item in EmbeddingStore(store).items)
+
+
+SEARCH = ["a red circle", "--image", "{photos}/green_star_1.jpg", "-k", "3", "--json"]
+
+
+def search_args(photos: Path) -> list[str]:
+    return [arg.format(photos=photos) for arg in SEARCH]
+
+
+def test_search_returns_the_expected_images_and_plots_them(embedded, tmp_path):
+    photos, store, _ = embedded
+    grid = tmp_path / "top.png"
+    result = torchclip("search", str(store), *search_args(photos), "--plot", str(grid), "--plot-size", "800x300")
+    found = json.loads(result.stdout)
+    query = photos / "green_star_1.jpg"
+    assert [q["query"] for q in found] == ["a red circle", f"image {query}"]
+    assert found[1]["results"][0]["key"] == str(query.resolve())
+    assert found[1]["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    if TRAINED:
+        assert {label_of(hit["key"]) for hit in found[0]["results"]} == {"red circle"}
+        assert {label_of(hit["key"]) for hit in found[1]["results"]} == {"green star"}
+    if importlib.util.find_spec("matplotlib"):
+        assert png_size(grid) == (800, 300)
+
+
+KILLER = """
+import os, signal, sys
+from torchclip.cli import main
+real, calls = os.replace, []
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind, as with a power cut
+    real(src, dst)
+os.replace = replace
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(model, photos, tmp_path):
+    args = [str(photos), "--batch-size", "2", "--commit-every", "4", "--workers", "0", "--model", model]
+    assert main(["embed", *args, "--out", str(tmp_path / "reference"), "--quiet"]) == 0  # uninterrupted, in-process
+    store = tmp_path / "store"
+    # renames: 1 creates store.json, then each commit is a chunk file then store.json
+    for kill_at, committed in ((3, 0), (4, 4)):  # before the first commit; after the resumed run's first chunk
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLER, str(kill_at), "embed", *args, "--out", str(store)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert len(EmbeddingStore(store)) == committed
+    resumed = torchclip("embed", *args, "--out", str(store))
+    assert "12 image embeddings (8 new, 0 removed, 4 unchanged)" in resumed.stdout
+    done, expected = EmbeddingStore(store), EmbeddingStore(tmp_path / "reference")
+    assert [item.key for item in done.items] == sorted({item.key for item in done.items})  # once each, in order
+    assert [item.key for item in done.items] == [item.key for item in expected.items]
+    np.testing.assert_allclose(done.vectors, expected.vectors, atol=1e-5)
+    assert sorted(p.name for p in (store / "chunks").iterdir()) == sorted(done.manifest["chunks"])
+
+
+def test_incremental_update_after_adding_and_removing_files(model, photos, tmp_path):
+    store = tmp_path / "store"
+    torchclip("embed", str(photos), "--out", str(store), "--workers", "0", model=model)
+    (photos / "blue_square_0.jpg").unlink()
+    (photos / "red_circle_2.jpg").rename(photos / "moved_red_circle.jpg")
+    synthetic_photos(photos / "new", ["green star"], per_class=1)
+    result = torchclip("embed", str(photos), "--out", str(store), "--workers", "0")  # the store's model
+    assert "12 image embeddings (2 new, 2 removed, 10 unchanged)" in result.stdout
+    keys = {Path(item.key).name for item in EmbeddingStore(store).items}
+    assert "blue_square_0.jpg" not in keys and "red_circle_2.jpg" not in keys
+    assert {"moved_red_circle.jpg", "green_star_0.jpg"} <= keys and len(keys) == 11  # two green_star_0.jpg
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_similarity_table_and_heat_map(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    images = [str(p) for p in DEMO_IMAGES[:3]]
+    heat_map = tmp_path / "similarity.png"
+    texts = ["a " + Path(p).stem.replace("_", " ") for p in images] + ["an orange cross"]
+    result = torchclip(
+        "similarity", *images, "--texts", *texts, "--plot", str(heat_map), "--plot-size", "640x480", model=model
+    )
+    assert png_size(heat_map) == (640, 480)
+    rows = result.stdout.splitlines()[1:]
+    assert [row[: len(text)] for row, text in zip(rows, texts)] == texts and len(rows) == 4
+    values = np.array([[float(v) for v in row[len(text) :].split()] for row, text in zip(rows, texts)])
+    assert values.shape == (4, 3) and np.all(np.abs(values) <= 1)
+    if TRAINED:  # each demo image is most similar to the text that describes it
+        for column, image in enumerate(images):
+            assert texts[values[:, column].argmax()] == "a " + Path(image).stem.replace("_", " ")
+
+
+def test_faiss_index_answers_like_exact_search(embedded):
+    pytest.importorskip("faiss")
+    photos, store, _ = embedded
+    built = torchclip("index", str(store), "--type", "hnsw", "-k", "5").stdout
+    assert "hnsw faiss index over 12 vectors; recall@5 against exact search 1.0000" in built
+    assert EmbeddingStore(store).faiss_index() is not None
+    approximate = json.loads(torchclip("search", str(store), *search_args(photos)).stdout)
+    exact = EmbeddingStore(store).search(torch.from_numpy(np.array(query_vectors(store, photos))), k=3, exact=True)
+    assert [[h["key"] for h in q["results"]] for q in approximate] == [[h.key for h in hits] for hits in exact]
+
+
+def query_vectors(store: Path, photos: Path) -> list[np.ndarray]:
+    """The two queries of SEARCH embedded in-process with the store's model."""
+    from torchclip.convert import load
+    from torchclip.evaluate import encode_images, encode_texts
+
+    model, processor = load(EmbeddingStore(store).model["name"])
+    text = encode_texts(model, processor.tokenizer, ["a red circle"])[0].numpy()
+    image = encode_images(model, processor.image_processor, [photos / "green_star_1.jpg"])[0].numpy()
+    return [text, image]
+
+
+def test_every_command_has_examples_and_errors_are_one_line(tmp_path, capsys):
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    for name in ["classify", "similarity", "embed", "index", "search"]:
+        assert name in COMMANDS and "examples:" in subcommands[name].format_help()
+    result = torchclip("search", str(tmp_path / "nowhere"), "a dog", check=2)
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "is not an embedding store" in result.stderr
+    assert main(["classify", str(tmp_path / "nope.jpg"), "--labels", "a", "b"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"torchclip classify: error: image '{tmp_path / 'nope.jpg'}' does not exist"
+    )
+    with pytest.raises(SystemExit):
+        main(["similarity", "a.jpg", "--texts", "x", "--plot", "p.png", "--plot-size", "big"])
+    assert "expected WIDTHxHEIGHT in pixels" in capsys.readouterr().err
