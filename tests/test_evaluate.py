@@ -76,3 +76,30 @@ def test_synthetic_zero_shot_scores_every_class():
     result = synthetic_zero_shot(model, processor, "heldout", per_class=1)
     assert result["images"] == 8 and result["classes"] == 48
     assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
+
+
+def test_bundled_model_names_the_bundled_demo_images():
+    """The shipped default model, loaded the documented way, ranks each demo picture's own label first
+    among all 48 colour x shape labels (three demo pictures show compositions held out of its training)."""
+    from PIL import Image
+
+    from torchclip.cli.common import bundled_model_path
+    from torchclip.image_processor import CLIPFeatureExtractor
+    from torchclip.modeling import CLIPModel
+    from torchclip.train.synthetic import HELD_OUT, a, all_compositions, composition_name
+
+    path = bundled_model_path()
+    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) <= 16_000_000
+    model = CLIPModel.from_pretrained(path).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(path)
+    feature_extractor = CLIPFeatureExtractor.from_pretrained(path)
+    labels = [f"a photo of {a(composition_name(c, s))}" for c, s in all_compositions()]
+    pictures = sorted((path.parent / "demo_images").glob("*.png"))
+    assert sum(tuple(p.stem.split("_")) in HELD_OUT for p in pictures) == 3
+    with torch.no_grad():
+        outputs = model(
+            **tokenizer(labels, padding=True, return_tensors="pt"),
+            **feature_extractor([Image.open(p) for p in pictures], return_tensors="pt"),
+        )
+    predicted = [labels[i] for i in outputs.logits_per_image.argmax(dim=1)]
+    assert predicted == [f"a photo of {a(p.stem.replace('_', ' '))}" for p in pictures]

@@ -28,7 +28,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "black": (15, 15, 15),
 }
-SHAPES = ["circle", "square", "triangle", "star", "hexagon", "cross"]
+SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]
 PLURALS = {"cross": "crosses"}
 # One unseen pair per colour; every shape is held out with at least one colour.
 HELD_OUT: frozenset[tuple[str, str]] = frozenset(
@@ -37,13 +37,13 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
         ("orange", "star"),
         ("yellow", "circle"),
         ("green", "cross"),
-        ("blue", "hexagon"),
+        ("blue", "ring"),
         ("purple", "square"),
         ("white", "star"),
         ("black", "circle"),
     }
 )
-SIZES = {"small": (0.11, 0.14), "medium": (0.17, 0.21), "large": (0.25, 0.3)}  # radius, fraction of side
+SIZES = {"small": (0.14, 0.17), "medium": (0.2, 0.24), "large": (0.27, 0.32)}  # radius, fraction of side
 POSITIONS = {  # name -> centre as a fraction of the side
     "top left": (0.25, 0.25),
     "top": (0.5, 0.25),
@@ -95,8 +95,6 @@ def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> l
         return polygon(3, [r * 1.2], -90)
     if shape == "star":
         return polygon(5, [r * 1.2, r * 0.5], -90)
-    if shape == "hexagon":
-        return polygon(6, [r * 1.05], 0)
     if shape == "cross":
         w = r * 0.38
         arm = [
@@ -159,6 +157,8 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in COLOURS[thing.colour])
         if thing.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        elif thing.shape == "ring":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=max(2, round(r * 0.45)))
         else:
             draw.polygon(_shape_points(thing.shape, cx, cy, r, thing.angle), fill=colour)
     return image.resize((size, size), Image.Resampling.BOX)
@@ -257,7 +257,7 @@ class SyntheticCaptions:
 DEMO_SCENES = {  # file name -> (colour, shape, size, position); the first three are held out of training
     "red_triangle": ("red", "triangle", "large", "center"),
     "yellow_circle": ("yellow", "circle", "medium", "top left"),
-    "blue_hexagon": ("blue", "hexagon", "large", "bottom right"),
+    "blue_ring": ("blue", "ring", "large", "bottom right"),
     "green_star": ("green", "star", "large", "center"),
     "white_square": ("white", "square", "medium", "right"),
     "purple_cross": ("purple", "cross", "large", "bottom"),
