@@ -368,3 +368,13 @@ def test_image_size_from_the_position_grid_reaches_the_preprocessor(tmp_path):
     preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
     assert preprocessor["size"] == {"shortest_edge": 336}
     assert preprocessor["crop_size"] == {"height": 336, "width": 336}
+
+
+def test_folder_without_processor_files_gets_the_standard_processor_sized_for_the_model(tmp_path):
+    model, _ = load(RN_FILE, activation="quick_gelu")
+    model.save_pretrained(tmp_path / "weights_only")  # config.json + model.safetensors, nothing else
+    loaded, processor = load(tmp_path / "weights_only")
+    assert isinstance(loaded.config.vision_config, CLIPResNetVisionConfig)
+    assert processor.image_processor.crop_size == {"height": 64, "width": 64}
+    assert processor.image_processor.size == {"shortest_edge": 64}
+    assert processor.tokenizer.model_max_length == 16

@@ -217,3 +217,11 @@ def test_openai_vit_names_resolve_to_openais_hub_repositories(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if it were not installed
     with pytest.raises(FileNotFoundError, match="openai/clip-vit-large-patch14-336"):
         load("ViT-L/14@336px")
+
+
+def test_hf_folder_of_a_single_tower_is_named(tmp_path):
+    folder = tmp_path / "vision"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip_vision_model"}))
+    with pytest.raises(CheckpointError, match="model_type 'clip_vision_model', a single CLIP tower"):
+        load(folder)

@@ -93,14 +93,17 @@ def load_folder(
         except (json.JSONDecodeError, AttributeError) as exc:
             raise ValueError(f"{config_file}: not a valid config file ({exc})") from None
         if model_type != CLIPConfig.model_type:
+            kind = "a single CLIP tower" if str(model_type).startswith("clip") else "another model family"
             raise CheckpointError(
-                f"{config_file}: model_type {model_type!r}, another model family: torchclip.load reads CLIP "
-                f"models (model_type 'clip')"
+                f"{config_file}: model_type {model_type!r}, {kind}: torchclip.load reads whole CLIP models "
+                "(model_type 'clip')"
             )
     model = CLIPModel.from_pretrained(folder, torch_dtype=dtype, device=device)
-    default = default_processor(model.config)
     has_image_config = (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file()
     has_tokenizer = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
+    if has_image_config and has_tokenizer:
+        return model, CLIPProcessor.from_pretrained(folder)
+    default = default_processor(model.config)
     image_processor = CLIPImageProcessor.from_pretrained(folder) if has_image_config else default.image_processor
     tokenizer = CLIPTokenizer.from_pretrained(folder) if has_tokenizer else default.tokenizer
     return model, CLIPProcessor(image_processor, tokenizer)
