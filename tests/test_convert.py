@@ -9,6 +9,7 @@ training checkpoints (`{"state_dict": ...}`, DDP's `module.` prefix), `.bin` and
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,38 @@ def test_resnet_state_dict_without_batch_counts_loads(reference, tmp_path):
     torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, path)
     model, _ = load(path, activation="quick_gelu")
     check_against(model, reference, "rn")
+
+
+def saved_on_gpu(path: Path, out: Path) -> Path:
+    """A copy of a torch zip file (TorchScript or torch.save) whose pickles place every tensor on cuda:0.
+
+    Storage locations are pickled as the string 'cpu' (memoised, so written once per pickle); this rewrites
+    it as an archive saved from a GPU has it.
+    """
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # pickle protocol 2 strings
+    replaced = 0
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith(".pkl"):
+                replaced += data.count(cpu)
+                data = data.replace(cpu, cuda)
+            target.writestr(name, data)
+    assert replaced, f"{path}: no storage location found to rewrite"
+    return out
+
+
+def test_files_saved_on_a_gpu_load_on_the_cpu(reference, vit_state, tmp_path):
+    archive = saved_on_gpu(VIT_ARCHIVE, tmp_path / "ViT-cuda.pt")
+    torch.save(vit_state, tmp_path / "plain.pt")
+    plain = saved_on_gpu(tmp_path / "plain.pt", tmp_path / "plain-cuda.pt")
+    if not torch.cuda.is_available():  # the files really name CUDA: loading them as they are fails here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(plain, weights_only=True)
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.jit.load(str(archive))
+    check_against(load(archive)[0], reference, "vit")
+    check_against(load(plain, activation="quick_gelu")[0], reference, "vit")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
