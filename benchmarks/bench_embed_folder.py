@@ -1,0 +1,119 @@
+"""Embedding a folder of JPEG photos end to end (decode included), side by side in one run:
+
+- reference: the straightforward transformers loop, batch 32: PIL open -> transformers.CLIPProcessor ->
+  CLIPModel.get_image_features;
+- torchclip: `torchclip.image_files.embed_image_files` (what `torchclip embed` runs), DataLoader workers
+  decoding and preprocessing while the model runs, with exact decoding and with `fast_jpeg_decode`;
+- torchclip without workers (decode and model in turn), to show what the overlap buys;
+- torchclip model-only: the same model on already-preprocessed batches, the ceiling for end to end.
+
+Both models hold the same random ViT-B/32-size weights at the same precision. The photos (1-3 megapixel
+JPEGs, crops of the bundled test photos) are made in a temporary folder.
+
+    .venv/bin/python benchmarks/bench_embed_folder.py                        # 1,000 photos, float32
+    .venv/bin/python benchmarks/bench_embed_folder.py --num-images 128 --dtype bfloat16
+
+Targets (issues 7 and 8): torchclip end to end >= 1.5x the reference; >= 0.85x torchclip model-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from bench_image_processor import make_photo_folder  # noqa: E402
+
+from torchclip.config import CLIPConfig  # noqa: E402
+from torchclip.image_files import default_num_workers, embed_image_files  # noqa: E402
+from torchclip.image_processor import CLIPImageProcessor  # noqa: E402
+from torchclip.modeling import CLIPModel  # noqa: E402
+from torchclip.processor import CLIPProcessor  # noqa: E402
+
+
+def rate(fn: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    count = fn()
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-images", type=int, default=1000)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=None, help=f"decoding processes (default {default_num_workers()})"
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the transformers loop")
+    args = parser.parse_args()
+    dtype, batch = getattr(torch, args.dtype), args.batch_size
+    workers = default_num_workers() if args.workers is None else args.workers
+
+    folder = Path(tempfile.mkdtemp(prefix="torchclip-embed-bench-"))
+    print(f"making {args.num_images} JPEG photos in {folder} ...", flush=True)
+    (folder / "photos").mkdir()
+    paths = make_photo_folder(folder / "photos", args.num_images)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig()).save_pretrained(folder / "model")
+    CLIPProcessor().save_pretrained(folder / "model")
+    ours = CLIPModel.from_pretrained(folder / "model", torch_dtype=dtype).eval()
+    image_processor = CLIPImageProcessor()
+    fast_processor = CLIPImageProcessor(fast_jpeg_decode=True)
+
+    pixels = image_processor(paths[:batch], return_tensors="pt")["pixel_values"].to(dtype)
+
+    def model_only() -> int:
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch):
+                ours.get_image_features(pixels[: min(batch, len(paths) - start)])
+        return len(paths)
+
+    def pipeline(processor: CLIPImageProcessor, n_workers: int) -> Callable[[], int]:
+        return lambda: sum(len(b.indices) for b in embed_image_files(ours, processor, paths, batch, n_workers))
+
+    results: dict[str, float] = {}
+    model_only()  # warm-up
+    results["torchclip model-only"] = rate(model_only)
+    if not args.no_reference:
+        import transformers
+
+        theirs = transformers.CLIPModel.from_pretrained(folder / "model", dtype=dtype, attn_implementation="sdpa")
+        theirs = theirs.eval()
+        reference_processor = transformers.CLIPProcessor.from_pretrained(folder / "model")
+
+        def reference() -> int:
+            with torch.inference_mode():
+                for start in range(0, len(paths), batch):
+                    images = [Image.open(p) for p in paths[start : start + batch]]
+                    inputs = reference_processor(images=images, return_tensors="pt")
+                    out = theirs.get_image_features(pixel_values=inputs["pixel_values"].to(dtype))
+                    getattr(out, "pooler_output", out)
+            return len(paths)
+
+        results["transformers loop"] = rate(reference)
+    results[f"torchclip end to end ({workers} workers)"] = rate(pipeline(image_processor, workers))
+    results[f"torchclip end to end, fast_jpeg_decode ({workers} workers)"] = rate(pipeline(fast_processor, workers))
+    results["torchclip end to end, no workers"] = rate(pipeline(image_processor, 0))
+    results["torchclip model-only (again)"] = rate(model_only)
+
+    ceiling = (results["torchclip model-only"] + results["torchclip model-only (again)"]) / 2
+    reference_rate = results.get("transformers loop")
+    print(f"\n{len(paths)} photos, batch {batch}, {args.dtype}, {torch.get_num_threads()} threads\n")
+    print("| run | images/s | vs transformers loop | vs model-only |")
+    print("|---|---:|---:|---:|")
+    for name, value in results.items():
+        vs_reference = f"{value / reference_rate:.2f}x" if reference_rate else "-"
+        print(f"| {name} | {value:.2f} | {vs_reference} | {value / ceiling:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
