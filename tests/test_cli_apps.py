@@ -236,3 +236,12 @@ def test_every_command_has_examples_and_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["similarity", "a.jpg", "--texts", "x", "--plot", "p.png", "--plot-size", "big"])
     assert "expected WIDTHxHEIGHT in pixels" in capsys.readouterr().err
+
+
+def test_plots_without_matplotlib_say_how_to_get_it(monkeypatch, tmp_path):
+    from torchclip import plots
+
+    for name in ["matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"plots need matplotlib: pip install 'torchclip\[plot\]'"):
+        plots.search_grid([(DEMO_IMAGES[0], "x")], tmp_path / "out.png")
