@@ -261,3 +261,12 @@ def test_hub_id_resolves_from_the_huggingface_hub_cache(saved, monkeypatch, tmp_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert same_outputs(model, torchclip.CLIPModel.from_pretrained("someorg/tiny-clip"))
+
+
+def test_saved_files_get_ordinary_permissions(saved):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in saved[1].iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name

@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "config": ["CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig"],
+    "config": ["CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig", "CLIPResNetVisionConfig"],
     "modeling": [
         "CLIPModel",
         "CLIPTextModel",
@@ -20,6 +20,7 @@ _EXPORTS = {
         "CLIPTextModelWithProjection",
         "CLIPVisionModelWithProjection",
         "CLIPForImageClassification",
+        "CLIPResNetVisionModel",
         "CLIPOutput",
         "ModelOutput",
     ],

@@ -2,9 +2,9 @@
 
 Loading builds the model on the meta device and assigns the checkpoint's tensors to it, so no random
 weights are allocated first; tensors are read one by one into their own memory and converted (dtype,
-fused QKV) one at a time, so peak memory stays near one copy of the weights. Pickled files are read with `torch.load(weights_only=True)`, which refuses anything but
-plain tensors. Saving writes to temporary files and renames them, so a crash never leaves a half-written
-checkpoint.
+fused QKV) one at a time, so peak memory stays near one copy of the weights. Pickled files are read with
+`torch.load(weights_only=True)`, which refuses anything but plain tensors. Saving writes to temporary files
+and renames them, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from torchclip.config import CONFIG_NAME, PretrainedConfig, write_text_atomic
+from torchclip.config import CONFIG_NAME, PretrainedConfig, default_file_mode, write_text_atomic
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -213,6 +213,7 @@ def save_state_dict(
             if stale not in names:
                 (folder / stale).unlink(missing_ok=True)
         for name in names:
+            os.chmod(os.path.join(tmp, name), default_file_mode())
             os.replace(os.path.join(tmp, name), folder / name)
             written.append(folder / name)
     return written

@@ -82,12 +82,21 @@ class PretrainedConfig:
         return f"{type(self).__name__} {self.to_json_string()}"
 
 
+def default_file_mode(directory: bool = False) -> int:
+    """The permissions an ordinary new file (0o666) or folder (0o777) gets, less the umask: temporary files
+    and folders start private, and a result renamed from one should not stay so."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a file so that a crash leaves either the old file or the new one, never half of it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -189,6 +198,15 @@ class CLIPResNetVisionConfig(PretrainedConfig):
         self.layers = tuple(self.layers)  # type: ignore[assignment]
         if len(self.layers) != 4:
             raise ValueError(f"CLIPResNetVisionConfig.layers must have 4 stage depths, got {self.layers}")
+
+    @classmethod
+    def _from_file_dict(cls, config: dict[str, Any]) -> CLIPResNetVisionConfig:
+        if config.get("model_type") == "clip":
+            vision = CLIPConfig._from_file_dict(config).vision_config
+            if not isinstance(vision, CLIPResNetVisionConfig):
+                raise ValueError(f"this checkpoint's image tower is {vision.model_type!r}, not a ResNet")
+            return vision
+        return cls.from_dict(config)
 
     @property
     def hidden_size(self) -> int:

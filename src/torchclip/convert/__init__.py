@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from torchclip.checkpoint import CheckpointError
-from torchclip.config import CONFIG_NAME, CLIPConfig
+from torchclip.config import CONFIG_NAME, CLIPConfig, default_file_mode
 from torchclip.convert import openai
 from torchclip.convert.export import export_openai
 from torchclip.convert.files import read_checkpoint
@@ -187,10 +187,7 @@ def write_hf_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        mask = _umask()  # temporary files and folders are created private; the result should be ordinary ones
-        staging.chmod(0o777 & ~mask)
-        for file in staging.iterdir():
-            file.chmod(0o666 & ~mask)
+        staging.chmod(default_file_mode(directory=True))  # mkdtemp makes it private
         if output.exists():
             previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
             os.replace(output, previous)  # an empty folder, or with overwrite=True the old checkpoint
@@ -206,12 +203,6 @@ def write_hf_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

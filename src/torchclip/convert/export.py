@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from torchclip.checkpoint import parse_dtype
-from torchclip.config import CLIPConfig, CLIPResNetVisionConfig
+from torchclip.config import CLIPConfig, CLIPResNetVisionConfig, default_file_mode
 from torchclip.convert import openai
 from torchclip.convert.openclip import ACTIVATIONS, vision_head_width
 from torchclip.modeling.clip import CLIPModel
@@ -81,9 +81,7 @@ def export_openai(
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; the result should be an ordinary file
+        os.chmod(tmp, default_file_mode())  # mkstemp makes it private
         if output.suffix == ".safetensors":
             save_file(state, tmp)
         else:

@@ -14,6 +14,7 @@ from torchclip.modeling.outputs import (
     ImageClassifierOutput,
     ModelOutput,
 )
+from torchclip.modeling.resnet import CLIPResNetVisionModel
 from torchclip.modeling.text import CLIPTextModel
 from torchclip.modeling.vision import CLIPVisionModel
 
@@ -22,6 +23,7 @@ __all__ = [
     "CLIPForImageClassification",
     "CLIPModel",
     "CLIPOutput",
+    "CLIPResNetVisionModel",
     "CLIPTextModel",
     "CLIPTextModelOutput",
     "CLIPTextModelWithProjection",
