@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ class TrainConfig:
     save_dtype: str = "float32"  # dtype of the final exported model
     device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # recipe notes (e.g. the model card text)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
