@@ -245,3 +245,21 @@ def test_plots_without_matplotlib_say_how_to_get_it(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"plots need matplotlib: pip install 'torchclip\[plot\]'"):
         plots.search_grid([(DEMO_IMAGES[0], "x")], tmp_path / "out.png")
+
+
+def test_embed_fast_decode_is_close_to_exact_decoding(model, tmp_path):
+    """--fast-decode really decodes large JPEGs at reduced size, and the embeddings stay close."""
+    from PIL import Image
+
+    photos = tmp_path / "big"
+    photos.mkdir()
+    for source in sorted((Path(__file__).parent / "data" / "images").glob("*.png"))[:3]:
+        Image.open(source).convert("RGB").resize((1200, 900)).save(photos / f"{source.stem}.jpg", quality=92)
+    for name, extra in (("exact", []), ("fast", ["--fast-decode"])):
+        torchclip("embed", str(photos), "--out", str(tmp_path / name), "--quiet", *extra, model=model)
+    exact, fast = EmbeddingStore(tmp_path / "exact"), EmbeddingStore(tmp_path / "fast")
+    assert [item.key for item in exact.items] == [item.key for item in fast.items]
+    a, b = np.asarray(exact.vectors, dtype=np.float64), np.asarray(fast.vectors, dtype=np.float64)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert not np.array_equal(a, b)  # the reduced-size decode was used
+    assert cosine.min() > 0.95

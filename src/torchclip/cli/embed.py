@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1)")
     parser.add_argument("--commit-every", type=int, default=1024, help="rows per atomic commit (default: 1024)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--fast-decode",
+        action="store_true",
+        help="decode JPEGs at reduced size (Pillow's draft mode, at least 2x the model's input): about 2x faster "
+        "decoding, pixels within ~1 intensity level on average of the exact path (off by default)",
+    )
     add_model_options(parser)
     return parser
 
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(model_name).exists():
         model_name = str(Path(model_name).resolve())
     model, processor = load_model_and_processor(args)
+    processor.image_processor.fast_jpeg_decode = args.fast_decode
     if args.texts:
         items, kind = text_items(args.source, args.column), "text"
     else:
