@@ -28,6 +28,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "black": (15, 15, 15),
 }
+# Colours that only training uses, with every shape: so that each shape is seen in many colours and the
+# image tower learns shape apart from colour. Zero-shot evaluation uses the 8 colours above (48 classes).
+EXTRA_COLOURS: dict[str, tuple[int, int, int]] = {
+    "pink": (255, 160, 205),
+    "cyan": (20, 210, 230),
+    "brown": (135, 80, 35),
+    "lime": (170, 235, 60),
+}
 SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]
 PLURALS = {"cross": "crosses"}
 # One unseen pair per colour; every shape is held out with at least one colour.
@@ -154,7 +162,8 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         margin = r * 1.2  # keep the whole shape inside the picture
         cx = min(max(thing.centre[0] * side, margin), side - margin)
         cy = min(max(thing.centre[1] * side, margin), side - margin)
-        colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in COLOURS[thing.colour])
+        rgb = COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
+        colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
         if thing.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
         elif thing.shape == "ring":
@@ -197,6 +206,10 @@ def _single_caption(rng: random.Random, t: Thing, position: str) -> str:
             f"{a(z)} {s}, coloured {c}",
             f"one {c} {s} on a plain background",
             f"an image showing {a(c)} {s}",
+            f"{a(s)}",  # one attribute alone: the words for colour and shape are learnt apart
+            f"a {s} shape",
+            f"something {c}",
+            f"{a(c)} shape",
         ]
     )
 
@@ -204,10 +217,11 @@ def _single_caption(rng: random.Random, t: Thing, position: str) -> str:
 class SyntheticCaptions:
     """Procedural (image, caption) pairs; `example(index)` is deterministic.
 
-    `split="train"` never shows a `HELD_OUT` colour x shape pair; `split="heldout"` shows one object of a
-    held-out pair per image and `split="seen"` one object of a trained pair (both for zero-shot evaluation;
-    their captions are the class names). Scenes in training: one object (55%), several identical objects
-    (20%), or two different objects (25%), with size and position words in many captions.
+    `split="train"` never shows a `HELD_OUT` colour x shape pair (and adds `EXTRA_COLOURS` with every
+    shape); `split="heldout"` shows one object of a held-out pair per image and `split="seen"` one object
+    of a trained pair (both for zero-shot evaluation; their captions are the class names). Scenes in
+    training: one object (55%), several identical objects (20%), or two different objects (25%), with
+    size and position words in many captions, and some captions naming colour or shape alone.
     """
 
     def __init__(self, seed: int = 0, split: str = "train", image_size: int = 64, size: int = 1_000_000):
@@ -215,7 +229,8 @@ class SyntheticCaptions:
             raise ValueError(f"split must be 'train', 'heldout' or 'seen', got {split!r}")
         self.seed, self.split, self.image_size, self.size = seed, split, image_size, size
         self.trained = [pair for pair in all_compositions() if pair not in HELD_OUT]
-        self.pairs = sorted(HELD_OUT) if split == "heldout" else self.trained
+        extra = [(colour, shape) for colour in EXTRA_COLOURS for shape in SHAPES]
+        self.pairs = {"heldout": sorted(HELD_OUT), "seen": self.trained, "train": self.trained + extra}[split]
 
     def __len__(self) -> int:
         return self.size
