@@ -176,8 +176,13 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=255, width=max(2, round(r * 0.45)))
         else:
             draw.polygon(_shape_points(thing.shape, cx, cy, r, thing.angle), fill=255)
-        image.paste(OUTLINE, mask=mask.filter(ImageFilter.MaxFilter(5)))
-        image.paste(colour, mask=mask)
+        box = mask.getbbox()
+        if box is None:
+            continue
+        box = (max(0, box[0] - 3), max(0, box[1] - 3), min(side, box[2] + 3), min(side, box[3] + 3))
+        mask = mask.crop(box)  # the outline is local: widen the shape's box and work there only
+        image.paste(OUTLINE, box, mask=mask.filter(ImageFilter.MaxFilter(5)))
+        image.paste(colour, box, mask=mask)
     return image.resize((size, size), Image.Resampling.BOX)
 
 
