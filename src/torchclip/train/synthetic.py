@@ -10,6 +10,7 @@ DataLoader worker can make any sample, and a resumed run sees exactly the sample
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class Thing:
     size: str
     centre: tuple[float, float]  # fraction of the side
     angle: float  # degrees
+    rgb: tuple[int, int, int] | None = None  # an unnamed colour (instead of the named one)
 
 
 def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -166,7 +168,7 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         margin = r * 1.2  # keep the whole shape inside the picture
         cx = min(max(thing.centre[0] * side, margin), side - margin)
         cy = min(max(thing.centre[1] * side, margin), side - margin)
-        rgb = COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
+        rgb = thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
         colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
         mask = Image.new("L", (side, side), 0)
         draw = ImageDraw.Draw(mask)
@@ -227,14 +229,30 @@ def _single_caption(rng: random.Random, t: Thing, position: str) -> str:
     )
 
 
+def unnamed_colour(rng: random.Random, shape: str, margin: float = 120.0) -> tuple[int, int, int]:
+    """A random colour at least `margin` (RGB distance) away from the colour this shape is held out in,
+    so that no held-out colour x shape pair is ever drawn, named or not."""
+    held = [COLOURS[colour] for colour, held_shape in HELD_OUT if held_shape == shape]
+    while True:
+        rgb = (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
+        if all(math.dist(rgb, other) >= margin for other in held):
+            return rgb
+
+
+def _shape_caption(rng: random.Random, t: Thing, position: str) -> str:
+    s, z, where = t.shape, t.size, _where(position)
+    return rng.choice([f"{a(s)}", f"{a(z)} {s}", f"a {s} shape", f"{a(s)} {where}", f"a photo of {a(s)}"])
+
+
 class SyntheticCaptions:
     """Procedural (image, caption) pairs; `example(index)` is deterministic.
 
     `split="train"` never shows a `HELD_OUT` colour x shape pair (and adds `EXTRA_COLOURS` with every
     shape); `split="heldout"` shows one object of a held-out pair per image and `split="seen"` one object
     of a trained pair (both for zero-shot evaluation; their captions are the class names). Scenes in
-    training: one object (55%), several identical objects (20%), or two different objects (25%), with
-    size and position words in many captions, and some captions naming colour or shape alone.
+    training: one object (55%; in a random colour with a shape-only caption for 15% of all samples), several
+    identical objects (20%), or two different objects (25%), with size and position words in many captions,
+    and some captions naming colour or shape alone.
     """
 
     def __init__(self, seed: int = 0, split: str = "train", image_size: int = 64, size: int = 1_000_000):
@@ -257,6 +275,12 @@ class SyntheticCaptions:
             thing = self._thing(rng, colour, shape, rng.choice(list(POSITIONS)))
             return render([thing], rng, self.image_size), composition_name(colour, shape)
         kind = rng.random()
+        if kind < 0.15:  # a shape in a random, unnamed colour: shape must be recognised in any colour
+            position = rng.choice(list(POSITIONS))
+            shape = rng.choice(SHAPES)
+            thing = self._thing(rng, "", shape, position)
+            thing = dataclasses.replace(thing, rgb=unnamed_colour(rng, shape))
+            return render([thing], rng, self.image_size), _shape_caption(rng, thing, position)
         if kind < 0.55:
             position = rng.choice(list(POSITIONS))
             thing = self._thing(rng, *rng.choice(self.pairs), position)
