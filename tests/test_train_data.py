@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import random
 import tarfile
 
 import pytest
@@ -20,7 +22,7 @@ from torchclip.train.data import (
     expand_shards,
     open_source,
 )
-from torchclip.train.synthetic import HELD_OUT, SHAPES, SyntheticCaptions
+from torchclip.train.synthetic import COLOURS, HELD_OUT, SHAPES, SyntheticCaptions, unnamed_colour
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:
@@ -162,6 +164,10 @@ def test_synthetic_training_split_never_shows_a_held_out_pair():
                 assert form not in caption, (index, caption)
         words.update(caption.split())
     assert set(SHAPES) <= words  # all shapes appear (with their trained colours)
+    rng = random.Random(0)
+    for shape in SHAPES:  # unnamed colours stay clear of the colour each shape is held out in
+        held = [COLOURS[c] for c, s in HELD_OUT if s == shape]
+        assert all(math.dist(unnamed_colour(rng, shape), rgb) >= 120 for _ in range(200) for rgb in held)
     image, caption = SyntheticCaptions(seed=0, split="heldout").example(3)
     assert tuple(caption.split()) in HELD_OUT and image.size == (64, 64)
     assert SyntheticCaptions(seed=0).example(5)[0].tobytes() == SyntheticCaptions(seed=0).example(5)[0].tobytes()
