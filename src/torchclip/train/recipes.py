@@ -31,7 +31,7 @@ SYNTHETIC_SMALL: dict[str, Any] = {
             "hidden_act": "gelu",
         },
     },
-    "steps": 2500,
+    "steps": 3200,
     "batch_size": 128,
     "lr": 1e-3,
     "min_lr": 1e-5,
