@@ -10,24 +10,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from apps_fixtures import TINY
 
 from torchclip.config import CLIPConfig
 from torchclip.modeling import CLIPModel
 from torchclip.train.loss import ClipLoss
 from torchclip.train.trainer import TowerFeatures, TrainConfig, cosine_lr, no_decay, param_groups, train
-
-TINY = {
-    "projection_dim": 32,
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
-    "vision_config": {
-        "image_size": 32,
-        "patch_size": 8,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-    },
-}
 
 
 def tiny_model(seed: int = 0) -> CLIPModel:
@@ -184,7 +172,8 @@ def test_short_run_lowers_the_loss_on_synthetic_data(tmp_path):
     assert after < before - 0.3, (before, after)
     lines = [json.loads(line) for line in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(1, 41))
-    assert all(line["samples_per_s"] > 0 for line in lines)
+    documented = {"step", "loss", "lr", "logit_scale", "grad_norm", "bad_samples"}
+    assert all(documented <= line.keys() for line in lines)
 
 
 def test_locked_image_tower_does_not_change(tmp_path):
