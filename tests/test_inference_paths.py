@@ -62,6 +62,21 @@ def test_packed_text_features_equal_plain(model, lengths):
     torch.testing.assert_close(no_mask, plain, atol=1e-5, rtol=0)
 
 
+def test_packed_text_features_without_a_shared_first_token(model):
+    """Rows share their first token's state only when every sequence starts with the same token."""
+    ids, mask = padded_batch([5, 9, 14, 12, 7, 20, 3, 16])
+    ids[3, 0] = 17  # one sequence without the start token
+    only_end_tokens = torch.full((3, 77), 499)  # sequences that are their end token alone
+    with torch.no_grad():
+        for batch, batch_mask in ((ids, mask), (only_end_tokens, None)):
+            torch.testing.assert_close(
+                model.get_text_features(batch, batch_mask),
+                plain_text_features(model, batch, batch_mask),
+                atol=1e-5,
+                rtol=0,
+            )
+
+
 def test_padding_inside_a_sequence_falls_back_to_the_plain_path(model):
     ids, mask = padded_batch([10, 12, 6])
     mask[1, 4] = 0  # unusual, but allowed: a masked token before the end token

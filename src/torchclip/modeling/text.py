@@ -8,7 +8,14 @@ from torch import nn
 
 from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPTextConfig
-from torchclip.modeling.layers import Encoder, EncoderLayer, causal_padding_mask, init_encoder, init_layer_norm
+from torchclip.modeling.layers import (
+    Encoder,
+    EncoderLayer,
+    causal_padding_mask,
+    fused_fp32_linears,
+    init_encoder,
+    init_layer_norm,
+)
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
 
 
@@ -90,6 +97,7 @@ class CLIPTextModel(PreTrainedModel):
         out = BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
         return out if return_dict is not False else out.to_tuple()
 
+    @fused_fp32_linears()
     def pooled_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`pooler_output` alone, computing only what it depends on.
 
@@ -97,8 +105,10 @@ class CLIPTextModel(PreTrainedModel):
         they are never computed, even when the caller padded to 77: sequences are packed end to end into
         as few rows as fit, each attending only to its own earlier tokens (block-diagonal causal mask),
         with its own positions. And in the last layer only the end tokens' outputs are ever read, so only
-        they go through the query, output projection and MLP. Equal to the padded computation (to float
-        rounding).
+        they go through the query, output projection and MLP. Finally, a first token shared by every
+        sequence (the start token) attends only to itself, so its state is the same in all of them: each
+        row computes it once, in its first column, for all the sequences it holds. Equal to the padded
+        computation (to float rounding).
         """
         input_ids = input_ids.view(-1, input_ids.shape[-1])
         ends = self.pooled_positions(input_ids)
@@ -107,10 +117,16 @@ class CLIPTextModel(PreTrainedModel):
             before_end = torch.arange(input_ids.shape[-1], device=ends.device) <= ends[:, None]
             if not bool(attention_mask.bool()[before_end].all()):  # padding inside a sequence: no packing
                 return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
-        rows = pack_sequences((ends + 1).tolist(), self.embeddings.position_embedding.num_embeddings)
-        tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows)
+        shared = int(bool((input_ids[:, 0] == input_ids[0, 0]).all() and (ends > 0).all()))
+        lengths = (ends + 1 - shared).tolist()
+        # Attention costs each token in proportion to its row's width, while narrow rows leave more of
+        # themselves empty: rows about twice the longest sequence (at least 32) measured fastest here.
+        width = min(self.embeddings.position_embedding.num_embeddings, max(32, 2 * max(lengths) + shared))
+        rows = pack_sequences(lengths, width - shared)
+        tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows, shared)
         same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
-        mask = same_sequence & torch.ones_like(same_sequence[0, 0]).tril()
+        seen_by_all = (segments == SHARED)[:, None, None, :]
+        mask = (same_sequence | seen_by_all) & torch.ones_like(same_sequence[0, 0]).tril()
         x = self.embeddings(tokens, positions)
         x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
         return self.final_layer_norm(_last_layer_at(self.encoder.layers[-1], x, mask, pooled_at))
@@ -150,27 +166,38 @@ def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
+SHARED = -2  # segment id of a row's shared first token
+PADDING = -1  # segment id of a row's unused columns
+
+
 def _packed_inputs(
-    input_ids: torch.Tensor, ends: torch.Tensor, rows: list[list[int]]
+    input_ids: torch.Tensor, ends: torch.Tensor, rows: list[list[int]], shared: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token ids, position ids and segment ids [rows, width], and where each input's end token landed."""
+    """Token ids, position ids and segment ids [rows, width], and where each input's end token landed.
+
+    `shared` (0 or 1): whether every row begins with the first token all sequences share, each sequence
+    then contributing its tokens from position 1.
+    """
     device = input_ids.device
     order = torch.tensor([index for row in rows for index in row], device=device)
     row_of = torch.tensor([r for r, row in enumerate(rows) for _ in row], device=device)
-    lengths = ends[order] + 1
+    lengths = ends[order] + 1 - shared  # tokens each sequence contributes
     # each sequence starts where the previous one of its row ended
     offset = torch.cumsum(lengths, 0) - lengths
     row_first = torch.tensor([0] + [len(row) for row in rows[:-1]], device=device).cumsum(0)
-    start = offset - offset[row_first][row_of]
+    start = shared + offset - offset[row_first][row_of]
     # one entry per packed token: which sequence, which position in it, where it goes
     sequence = order.repeat_interleave(lengths)
-    position = torch.arange(int(lengths.sum()), device=device) - offset.repeat_interleave(lengths)
+    position = torch.arange(int(lengths.sum()), device=device) - offset.repeat_interleave(lengths) + shared
     row = row_of.repeat_interleave(lengths)
-    column = start.repeat_interleave(lengths) + position
+    column = start.repeat_interleave(lengths) + position - shared
     width = int((start + lengths).max())
     tokens = torch.zeros(len(rows), width, dtype=input_ids.dtype, device=device)
     positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long, device=device)
+    segments = torch.full((len(rows), width), PADDING, dtype=torch.long, device=device)
+    if shared:
+        tokens[:, 0] = input_ids[0, 0]
+        segments[:, 0] = SHARED
     tokens[row, column] = input_ids[sequence, position]
     positions[row, column] = position
     segments[row, column] = sequence

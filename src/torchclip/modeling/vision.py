@@ -10,7 +10,7 @@ from torch import nn
 
 from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPVisionConfig
-from torchclip.modeling.layers import Encoder, init_encoder, init_layer_norm
+from torchclip.modeling.layers import Encoder, fused_fp32_linears, init_encoder, init_layer_norm
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
 
 
@@ -96,5 +96,6 @@ class CLIPVisionModel(PreTrainedModel):
         out = BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
         return out if return_dict is not False else out.to_tuple()
 
+    @fused_fp32_linears()
     def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
