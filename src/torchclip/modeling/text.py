@@ -11,6 +11,7 @@ from torchclip.config import CLIPTextConfig
 from torchclip.modeling.layers import (
     Encoder,
     EncoderLayer,
+    additive_mask,
     causal_padding_mask,
     fused_fp32_linears,
     init_encoder,
@@ -88,7 +89,7 @@ class CLIPTextModel(PreTrainedModel):
         if attention_mask is None or bool(attention_mask.all()):
             mask, is_causal = None, True
         else:
-            mask, is_causal = causal_padding_mask(attention_mask.view(-1, length), length), False
+            mask, is_causal = causal_padding_mask(attention_mask.view(-1, length), length, x.dtype), False
         x, hidden_states, attentions = self.encoder(
             x, mask, is_causal, bool(output_hidden_states), bool(output_attentions)
         )
@@ -126,8 +127,8 @@ class CLIPTextModel(PreTrainedModel):
         tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows, shared)
         same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
         seen_by_all = (segments == SHARED)[:, None, None, :]
-        mask = (same_sequence | seen_by_all) & torch.ones_like(same_sequence[0, 0]).tril()
         x = self.embeddings(tokens, positions)
+        mask = additive_mask((same_sequence | seen_by_all) & torch.ones_like(same_sequence[0, 0]).tril(), x.dtype)
         x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
         return self.final_layer_norm(_last_layer_at(self.encoder.layers[-1], x, mask, pooled_at))
 
