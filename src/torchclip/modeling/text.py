@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPTextConfig
 from torchclip.modeling.layers import (
     Encoder,
-    EncoderLayer,
     additive_mask,
     causal_padding_mask,
     fused_fp32_linears,
@@ -130,26 +128,8 @@ class CLIPTextModel(PreTrainedModel):
         x = self.embeddings(tokens, positions)
         mask = additive_mask((same_sequence | seen_by_all) & torch.ones_like(same_sequence[0, 0]).tril(), x.dtype)
         x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
-        return self.final_layer_norm(_last_layer_at(self.encoder.layers[-1], x, mask, pooled_at))
-
-
-def _last_layer_at(layer: EncoderLayer, x: torch.Tensor, mask: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-    """One encoder layer's output at positions `at` [n, 2] (row, column) only.
-
-    Keys and values are needed at every position; queries, the output projection and the MLP only where
-    the output is read.
-    """
-    attn = layer.self_attn
-    width = x.shape[-1]
-    rows, columns = at[:, 0], at[:, 1]
-    h = layer.layer_norm1(x)
-    kv = F.linear(h, attn.in_proj.weight[width:], attn.in_proj.bias[width:])  # [rows, length, 2 * width]
-    q = F.linear(h[rows, columns], attn.in_proj.weight[:width], attn.in_proj.bias[:width])  # [n, width]
-    k, v = kv[rows].view(len(at), -1, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    q = q.view(len(at), attn.num_heads, 1, attn.head_dim)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[rows, :, columns, None, :])
-    y = x[rows, columns] + attn.out_proj(out.reshape(len(at), width))
-    return y + layer.mlp(layer.layer_norm2(y))
+        last = self.encoder.layers[-1]
+        return self.final_layer_norm(last.output_at(x, pooled_at[:, 0], pooled_at[:, 1], mask))
 
 
 def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:

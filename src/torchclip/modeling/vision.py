@@ -98,4 +98,9 @@ class CLIPVisionModel(PreTrainedModel):
 
     @fused_fp32_linears()
     def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
+        """`pooler_output` alone: the last layer runs its queries, output projection and MLP only at the
+        class token, the one position read (ViT-B/32: ~7% of the work not done)."""
+        x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
+        x, _, _ = self.encoder(x, num_layers=len(self.encoder.layers) - 1)
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.post_layernorm(self.encoder.layers[-1].output_at(x, rows, torch.zeros_like(rows)))
