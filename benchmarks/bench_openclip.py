@@ -27,6 +27,26 @@ from torchclip.bench import interleaved, realistic_captions  # noqa: E402
 from torchclip.convert import load  # noqa: E402
 
 
+def measure(ours, theirs, pixels: torch.Tensor, batches: list, captions: int, repeats: int) -> list[tuple]:
+    """(task, precision, {"torchclip": rate, "OpenCLIP": rate}, unit) for images and the caption mix."""
+    with torch.inference_mode():
+        images = interleaved(
+            {"torchclip": lambda: ours.get_image_features(pixels), "OpenCLIP": lambda: theirs.encode_image(pixels)},
+            len(pixels),
+            repeats,
+        )
+        texts = interleaved(
+            {
+                "torchclip": lambda: [ours.get_text_features(b) for b in batches],
+                "OpenCLIP": lambda: [theirs.encode_text(b) for b in batches],
+            },
+            captions,
+            repeats,
+        )
+    precision = str(pixels.dtype).removeprefix("torch.")
+    return [("images", precision, images, "img/s"), ("texts, caption mix", precision, texts, "txt/s")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -57,25 +77,7 @@ def main() -> None:
 
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
-        ours, theirs = ours.to(dtype), theirs.to(dtype)
-        x = pixels.to(dtype)
-        with torch.inference_mode():
-            images = interleaved(
-                {"torchclip": lambda: ours.get_image_features(x), "OpenCLIP": lambda: theirs.encode_image(x)},
-                args.batch_size,
-                args.repeats,
-            )
-            texts = interleaved(
-                {
-                    "torchclip": lambda: [ours.get_text_features(b) for b in batches],
-                    "OpenCLIP": lambda: [theirs.encode_text(b) for b in batches],
-                },
-                len(captions),
-                args.repeats,
-            )
-        precision = str(dtype).removeprefix("torch.")
-        rows.append(("images", precision, images, "img/s"))
-        rows.append(("texts, caption mix", precision, texts, "txt/s"))
+        rows += measure(ours.to(dtype), theirs.to(dtype), pixels.to(dtype), batches, len(captions), args.repeats)
 
     print(f"\ntorch {torch.__version__}, open_clip {open_clip.__version__}, {torch.get_num_threads()} threads\n")
     print("| task | precision | torchclip | OpenCLIP | ratio |")

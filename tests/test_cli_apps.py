@@ -263,3 +263,17 @@ def test_embed_fast_decode_is_close_to_exact_decoding(model, tmp_path):
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert not np.array_equal(a, b)  # the reduced-size decode was used
     assert cosine.min() > 0.95
+
+
+def test_bench_prints_the_side_by_side_table():
+    """`torchclip bench --tiny`: every row the inference issue names, in both precisions, with a ratio."""
+    pytest.importorskip("transformers")
+    out = torchclip("bench", "--tiny", "--memory-model", "none", "--repeats", "1").stdout
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
+    rows = {(task, precision): ratio for task, precision, _, _, ratio, _ in cells[1:]}
+    tasks = ["images", "texts, 77 tokens", "texts, caption mix vs padding=True", "texts, caption mix vs max_length"]
+    for task in tasks:
+        for precision in ("float32", "bfloat16"):
+            assert rows.get((task, precision), "").endswith("x"), f"no ratio for {task} {precision} in:\n{out}"
+    assert "% of matmul" in out
+    assert "matmul float32 GFLOP/s" in out and "matmul bfloat16 GFLOP/s" in out

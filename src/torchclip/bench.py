@@ -96,25 +96,21 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> flo
 
 
 def vision_gflop_per_image(config: CLIPConfig) -> float:
+    """Multiply-adds x 2 that `get_image_features` executes: every layer at every token, except that the
+    last layer computes queries, output projection and MLP at the class token only."""
     v = config.vision_config
     tokens = (v.image_size // v.patch_size) ** 2 + 1
-    per_layer = 2 * tokens * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size)
-    per_layer += 2 * 2 * tokens * tokens * v.hidden_size
-    patch = 2 * (tokens - 1) * 3 * v.patch_size**2 * v.hidden_size
-    return (per_layer * v.num_hidden_layers + patch) / 1e9
+    width, mlp = v.hidden_size, v.intermediate_size
+    per_token = 2 * (4 * width**2 + 2 * width * mlp) + 2 * 2 * tokens * width
+    last_layer = 2 * tokens * 2 * width**2 + (per_token - 2 * 2 * width**2)
+    patch = 2 * (tokens - 1) * 3 * v.patch_size**2 * width
+    return (tokens * per_token * (v.num_hidden_layers - 1) + last_layer + patch) / 1e9
 
 
-def text_gflop_per_text(config: CLIPConfig, tokens: int) -> float:
-    t = config.text_config
-    per_layer = 2 * tokens * (4 * t.hidden_size**2 + 2 * t.hidden_size * t.intermediate_size)
-    per_layer += 2 * 2 * tokens * tokens * t.hidden_size
-    return per_layer * t.num_hidden_layers / 1e9
-
-
-def realistic_captions(count: int, seed: int = 0) -> list[str]:
-    """Captions of 6-16 words, the length mix of real alt-text and prompts."""
+def realistic_captions(count: int, seed: int = 0, words: tuple[int, int] = (6, 16)) -> list[str]:
+    """Captions of 6-16 words (by default), the length mix of real alt-text and prompts."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))) for _ in range(count)]
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(*words))) for _ in range(count)]
 
 
 def peak_memory_of_loading(folder: Path, which: str) -> tuple[float, float]:
@@ -255,7 +251,8 @@ def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repea
     log(f"images {precision}: {rates}")
     rows.append(Row("images", precision, rates["ours"], rates.get("theirs"), "img/s"))
 
-    full = tokenizer(captions[:batch_size], padding="max_length", truncation=True, return_tensors="pt")
+    # texts that really fill all 77 positions: long captions, truncated
+    full = tokenizer(realistic_captions(batch_size, words=(90, 100)), truncation=True, return_tensors="pt")
     fns = {"ours": lambda: ours.get_text_features(**full)}
     if theirs is not None:
         fns["theirs"] = lambda: theirs.get_text_features(**full)
