@@ -99,8 +99,7 @@ class Linear(nn.Linear):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through `scaled_dot_product_attention`; an eager path only when the
-    attention weights themselves are asked for."""
+    """Multi-head self-attention with one fused query/key/value projection (see `attend`)."""
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -123,30 +122,47 @@ class Attention(nn.Module):
         qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
         dropout = self.dropout if self.training else 0.0
-        weights = None
-        if need_weights or _matmul_attention_is_faster(q):
-            scores = (q @ k.transpose(-1, -2)).float().mul_(self.head_dim**-0.5)
-            if is_causal:
-                attn_mask = additive_mask(torch.ones(length, length, dtype=torch.bool, device=x.device).tril(), q.dtype)
-            if attn_mask is not None:
-                scores = scores.add_(attn_mask)
-            probabilities = scores.softmax(dim=-1).to(q.dtype)
-            out = F.dropout(probabilities, dropout, self.training) @ v
-            weights = probabilities if need_weights else None
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+        out, weights = attend(q, k, v, attn_mask, is_causal, dropout, need_weights)
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out), weights
 
 
-def _matmul_attention_is_faster(q: torch.Tensor) -> bool:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    dropout: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over [batch, heads, length, head_dim]: (output, weights if asked).
+
+    `scaled_dot_product_attention`, or two batched matrix multiplies with an fp32 softmax where those are
+    faster (`_matmul_attention_is_faster`) or the attention weights themselves are asked for.
+    """
+    if not (need_weights or _matmul_attention_is_faster(k)):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+        return out, None
+    scores = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
+    if is_causal:
+        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        attn_mask = additive_mask(causal, q.dtype)
+    if attn_mask is not None:
+        scores = scores.add_(attn_mask)
+    probabilities = scores.softmax(dim=-1).to(q.dtype)
+    out = (F.dropout(probabilities, dropout) if dropout else probabilities) @ v
+    return out, probabilities if need_weights else None
+
+
+def _matmul_attention_is_faster(k: torch.Tensor) -> bool:
     """PyTorch's CPU flash-attention kernel is slow on short bf16 sequences: two batched matrix multiplies
     with an fp32 softmax ran 1.4-2.5x faster here from 37 to 160 tokens (slower from ~180).
 
     The scores are rounded to bf16 before the softmax (the flash kernel keeps them in fp32); the bf16 vs
     fp32 embedding cosine measured the same either way (benchmarks/bf16_agreement.py).
     """
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= 160
+    return k.device.type == "cpu" and k.dtype == torch.bfloat16 and k.shape[-2] <= 160
 
 
 def _split_qkv(module: Attention, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
@@ -217,7 +233,7 @@ class EncoderLayer(nn.Module):
         k, v = kv[rows].view(len(rows), -1, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q = q.view(len(rows), attn.num_heads, 1, attn.head_dim)
         mask = None if attn_mask is None else attn_mask[rows, :, columns, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out, _ = attend(q, k, v, mask)
         y = attn.out_proj(out.reshape(len(rows), width)).add_(x[rows, columns])
         return self.mlp(self.layer_norm2(y)).add_(y)
 
