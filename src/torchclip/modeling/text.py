@@ -118,10 +118,7 @@ class CLIPTextModel(PreTrainedModel):
                 return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
         shared = int(bool((input_ids[:, 0] == input_ids[0, 0]).all() and (ends > 0).all()))
         lengths = (ends + 1 - shared).tolist()
-        # Attention costs each token in proportion to its row's width, while narrow rows leave more of
-        # themselves empty: rows about twice the longest sequence (at least 32) measured fastest here.
-        width = min(self.embeddings.position_embedding.num_embeddings, max(32, 2 * max(lengths) + shared))
-        rows = pack_sequences(lengths, width - shared)
+        rows = choose_rows(lengths, shared, self.embeddings.position_embedding.num_embeddings)
         tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows, shared)
         same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
         seen_by_all = (segments == SHARED)[:, None, None, :]
@@ -130,6 +127,27 @@ class CLIPTextModel(PreTrainedModel):
         x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
         last = self.encoder.layers[-1]
         return self.final_layer_norm(last.output_at(x, pooled_at[:, 0], pooled_at[:, 1], mask))
+
+
+def choose_rows(lengths: list[int], shared: int, max_width: int) -> list[list[int]]:
+    """Pack sequences into rows, at the row width that leaves the least to compute.
+
+    The projections and MLPs cost every column of every row, empty ones included, while attention costs
+    each token in proportion to its row's width, and narrow rows are left partly empty more often. So
+    first-fit decreasing is tried at each width from the longest sequence (at least 32) to about twice it,
+    and the cheapest packing kept, by rows x width x (1 + width / 200): that weight on attention measured
+    best here in fp32 and bf16 (caption mix: +3-6% over a fixed width of twice the longest).
+    """
+    longest = max(lengths) + shared
+    narrowest = min(max_width, max(32, longest))
+    best_rows, best_cost = [], float("inf")
+    for width in range(narrowest, max(narrowest, min(max_width, 2 * longest + 12)) + 1):
+        rows = pack_sequences(lengths, width - shared)
+        used = shared + max(sum(lengths[i] for i in row) for row in rows)  # the packed tensor's width
+        cost = len(rows) * used * (1 + used / 200)
+        if cost < best_cost:
+            best_rows, best_cost = rows, cost
+    return best_rows
 
 
 def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:
