@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import torchclip
-from torchclip.modeling.text import pack_sequences
+from torchclip.modeling.text import choose_rows, pack_sequences
 
 CONFIG = torchclip.CLIPConfig(
     text_config=dict(
@@ -105,6 +105,16 @@ def test_pack_sequences_fits_capacity_and_keeps_every_index():
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 77 for row in rows)
     assert len(rows) < len(lengths)  # short sequences share rows
+
+
+@pytest.mark.parametrize("lengths", [[76, 76, 3], [4, 5, 6], [8, 17, 12, 9, 16, 11, 10, 14] * 8])
+def test_chosen_rows_keep_every_sequence_within_the_model_width(lengths):
+    for shared in (0, 1):
+        rows = choose_rows(lengths, shared, 77)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        assert all(shared + sum(lengths[i] for i in row) <= 77 for row in rows)
+    mix = [8, 17, 12, 9, 16, 11, 10, 14] * 8
+    assert len(choose_rows(mix, 1, 77)) < len(mix) / 2  # short captions share rows
 
 
 def test_bf16_embeddings_agree_with_fp32(model, tmp_path):
