@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--texts", action="store_true", help="SOURCE is captions: a .txt (one per line) or .csv/.tsv")
     parser.add_argument("--column", default=None, help="--texts with a CSV: the caption column's name")
     parser.add_argument("--rebuild", action="store_true", help="discard the store's contents and embed everything")
-    parser.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores, max 8)")
     parser.add_argument("--commit-every", type=int, default=1024, help="rows per atomic commit (default: 1024)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
