@@ -272,3 +272,21 @@ def test_interpolate_pos_encoding_matches_reference(small_folder):
     assert_close(ours.last_hidden_state, theirs.last_hidden_state, "interpolated positions")
     with pytest.raises(ValueError, match="interpolate_pos_encoding"):
         model(pixels)
+
+
+def test_left_padding_matches_reference_and_stays_finite(small_folder):
+    """A left-padded position may attend to nothing; it must not turn the whole batch into NaN."""
+    reference, folder = small_folder
+    ours = torchclip.CLIPModel.from_pretrained(folder)
+    inputs = make_inputs(reference.config)
+    ids, mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
+    ids[1], mask[1] = ids[1].roll(3), mask[1].roll(3)  # its 3 trailing padding positions now lead
+    assert mask[1, :3].eq(0).all() and mask[1, 3] == 1
+    with torch.no_grad():
+        theirs = reference.text_model(ids, mask, output_attentions=True)
+        for flags in ({}, {"output_attentions": True}):
+            out = ours.text_model(ids, mask, **flags)
+            assert_close(out.pooler_output, theirs.pooler_output, f"left padding {flags}")
+        assert_close(out.attentions[-1], theirs.attentions[-1], "left padding attentions")
+        features = ours.to(torch.bfloat16).get_text_features(ids, mask)
+    assert torch.isfinite(features).all()

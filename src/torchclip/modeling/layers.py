@@ -275,13 +275,15 @@ class Encoder(nn.Module):
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `allowed`, -inf elsewhere: the form attention adds to its scores.
+    """0 where `allowed`, the dtype's most negative number elsewhere: the form attention adds to its scores.
 
     Masks are passed to the layers in this form because `scaled_dot_product_attention` converts a
     boolean mask to it on every call, i.e. in every layer (in bf16 that conversion took a third of
-    the attention's time for packed text).
+    the attention's time for packed text). The reference's finite minimum rather than -inf: a query that
+    may see nothing (a left-padded position) then gets uniform weights instead of NaN, which would
+    spread to every token through the next layer's values.
     """
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def causal_padding_mask(attention_mask: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
