@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) examples/seed_example.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed
@@ -25,6 +25,14 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m torchclip.cli bench
+
+# The browser tests drive Debian's chromium (never a downloaded one): installed here when missing and we are root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif [ ! -x /usr/bin/chromium ]; then \
+		echo "note: /usr/bin/chromium is missing (apt-get install chromium); the browser tests will be skipped"; \
+	fi
 
 clean:
 	rm -rf $(VENV)
