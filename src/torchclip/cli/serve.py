@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="how long the first query of a batch waits for others (default: 4 ms)",
     )
     parser.add_argument("--thumbnail-size", type=int, default=256, help="longest side of thumbnails in px")
-    parser.add_argument("--thumbnail-cache", default=None, help="folder for thumbnails (default: STORE/thumbnails)")
+    parser.add_argument("--thumbnail-cache", default=None, help="folder for thumbnails (default: STORE/.thumbnails)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

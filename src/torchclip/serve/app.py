@@ -3,7 +3,8 @@
 `create_app(settings)` builds a FastAPI application around one embedding store and one model. Every
 response reads one committed generation of the store: a background task notices new generations (while
 `torchclip embed` updates the store) and swaps in a handle on the newest one; a request keeps the handle it
-started with. Queries from concurrent clients are micro-batched (`BatchingEncoder`).
+started with. Queries from concurrent clients are micro-batched (`batching`): one forward pass for
+the queries that arrive together, then one store search for them.
 
 Security: `check_bind` refuses a non-loopback address without a token; the token (Bearer header, or the
 HttpOnly cookie the page's sign-in sets) is compared in constant time; bodies and query strings are
@@ -42,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from torchclip.serve.encoder import BatchingEncoder, QueueFull
+from torchclip.serve.batching import QueueFull, pixels_of, query_encoder, searcher
 from torchclip.serve.media import BadImage, Gone, Thumbnails, decode_upload, open_stored
 
 __all__ = ["ServeSettings", "check_bind", "create_app", "load_model_for"]
@@ -82,7 +83,7 @@ class ServeSettings:
     max_batch: int = 32
     batch_wait_ms: float = 4.0
     thumbnail_size: int = 256
-    thumbnail_cache: str | None = None  # default: STORE/thumbnails
+    thumbnail_cache: str | None = None  # default: STORE/.thumbnails
     refresh_seconds: float = 0.5
     device: str = "cpu"
     dtype: str = "float32"
@@ -237,7 +238,7 @@ class LiveStore:
 class Metrics:
     """Prometheus metrics of one app (its own registry, so several apps in one process do not collide)."""
 
-    def __init__(self, queue_depth: Callable[[], float]):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "torchclip_requests", "HTTP requests answered", ["route", "status"], registry=self.registry
@@ -266,10 +267,12 @@ class Metrics:
         self.rejected = Counter(
             "torchclip_queue_rejections", "queries refused because the queue was full", registry=self.registry
         )
-        depth = Gauge("torchclip_queue_depth", "queries waiting for the model", registry=self.registry)
-        depth.set_function(queue_depth)
+        self.queue_depth = Gauge(
+            "torchclip_queue_depth", "queries waiting to be embedded or searched", registry=self.registry
+        )
 
     def on_batch(self, kind: str, size: int, seconds: float) -> None:
+        """Record one batched call: kind "text", "image" (a forward pass) or "search"."""
         self.embed_seconds.labels(kind).observe(seconds)
         self.batch_size.labels(kind).observe(size)
 
@@ -399,18 +402,16 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             f"{settings.store} was embedded with another model ({live.current.model.get('name')}); "
             "serve it with that one (--model)"
         )
-    encoder_box: list[BatchingEncoder] = []
-    metrics = Metrics(lambda: encoder_box[0].depth if encoder_box else 0)
-    encoder = BatchingEncoder(
-        model,
-        processor,
-        max_batch=settings.max_batch,
-        max_wait_s=settings.batch_wait_ms / 1000,
-        max_queue=settings.max_queue,
-        on_batch=metrics.on_batch,
-    )
-    encoder_box.append(encoder)
-    cache = settings.thumbnail_cache or str(Path(settings.store) / "thumbnails")
+    metrics = Metrics()
+    batching = {
+        "max_batch": settings.max_batch,
+        "max_wait_s": settings.batch_wait_ms / 1000,
+        "max_queue": settings.max_queue,
+    }
+    encoder = query_encoder(model, processor, **batching, on_batch=metrics.on_batch)
+    search_batches = searcher(**batching, on_batch=lambda key, size, seconds: metrics.on_batch("search", size, seconds))
+    metrics.queue_depth.set_function(lambda: encoder.depth + search_batches.depth)
+    cache = settings.thumbnail_cache or str(Path(settings.store) / ".thumbnails")
     thumbnails = Thumbnails(cache, size=settings.thumbnail_size)
 
     @contextlib.asynccontextmanager
@@ -421,6 +422,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         finally:
             watcher.cancel()
             encoder.close()
+            search_batches.close()
 
     app = FastAPI(
         title="torchclip serve",
@@ -458,19 +460,26 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
         return _error(500, "internal error (the server log has the details)")
 
+    async def queued(pending: Awaitable[Any]) -> Any:
+        try:
+            return await pending
+        except QueueFull as exc:
+            metrics.rejected.inc()
+            raise ApiError(503, str(exc), {"retry-after": "1"}) from None
+
     async def vector_of(store: Any, name: str, value: Any, where: str) -> np.ndarray:
         """The normalised embedding of one query field."""
         dim = int(store.model.get("dim") or 0)
         if name == "text":
-            vector = await _queued(encoder.encode_text(value))
+            vector = await queued(encoder.submit("text", value))
         elif name == "image":
             data = _base64(value, where, settings.max_upload)
             try:
                 image = await run_in_threadpool(decode_upload, data)
-                pixels = await run_in_threadpool(encoder.pixels_of, image)
+                pixels = await run_in_threadpool(pixels_of, processor, image)
             except BadImage as exc:
                 raise ApiError(400, f"{where}: {exc}") from None
-            vector = await _queued(encoder.encode_pixels(pixels))
+            vector = await queued(encoder.submit("image", pixels))
         elif name == "vector":
             vector = np.asarray(value, dtype=np.float32)
             if dim and vector.shape != (dim,):
@@ -513,7 +522,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             raise ApiError(400, "the weighted queries cancel out (their combination is zero)")
         depth = query.offset + query.k + 1  # one more than the page: tells whether a next page exists
         try:
-            hits = (await run_in_threadpool(store.search, combined / norm, k=depth, where=query.where))[0]
+            hits = await queued(search_batches.submit((store, depth, query.where), combined / norm))
         except ValueError as exc:
             raise ApiError(400, f"where: {exc}") from None
         if query.min_score is not None:
@@ -574,7 +583,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             "model": model_info,
             "generation": store.generation,
             "index": {key: _plain(value) for key, value in (store.index_info() or {}).items()},
-            "queue_depth": encoder.depth,
+            "queue_depth": encoder.depth + search_batches.depth,
             "auth": bool(settings.token),
         }
 
@@ -594,7 +603,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
 
     @app.get("/healthz", summary="Liveness: 200 while the service answers")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "generation": live.current.generation, "queue_depth": encoder.depth}
+        return {"ok": True, "generation": live.current.generation, "queue_depth": encoder.depth + search_batches.depth}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
@@ -613,13 +622,6 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
 
 
 # ---------------------------------------------------------------------- helpers of the routes
-
-
-async def _queued(pending: Awaitable[np.ndarray]) -> np.ndarray:
-    try:
-        return await pending
-    except QueueFull as exc:
-        raise ApiError(503, str(exc), {"retry-after": "1"}) from None
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -89,17 +89,6 @@ class ImageFile:
                 yield chunk
 
 
-def _mtime_ns(row: dict[str, Any]) -> int | None:
-    """The recorded modification time in nanoseconds; stores record `mtime` in ns, or in seconds as a float."""
-    for name in ("mtime_ns", "mtime"):
-        value = row.get(name)
-        if value is None:
-            continue
-        value = float(value) if not isinstance(value, int) else value
-        return int(value) if isinstance(value, int) and value > 10**14 else int(round(float(value) * 1e9))
-    return None
-
-
 def open_stored(row: dict[str, Any]) -> ImageFile:
     """Open the file of a stored image row, refusing symlinks, non-files and files changed since embedding."""
     key = str(row["key"])
@@ -110,12 +99,12 @@ def open_stored(row: dict[str, Any]) -> ImageFile:
     handle = os.fdopen(fd, "rb")
     try:
         info = os.fstat(fd)
-        recorded_size, recorded_mtime = row.get("size"), _mtime_ns(row)
+        recorded_size, recorded_mtime = row.get("size"), row.get("mtime")  # mtime: seconds, st_mtime_ns / 1e9
         if not stat.S_ISREG(info.st_mode):
             raise Gone(f"item {row['id']}: its path is no longer a regular file")
         if recorded_size is not None and int(recorded_size) != info.st_size:
             raise Gone(f"item {row['id']}: its file changed since it was embedded (size)")
-        if recorded_mtime is not None and abs(recorded_mtime - info.st_mtime_ns) > 1_000_000:  # 1 ms: float rounding
+        if recorded_mtime is not None and abs(float(recorded_mtime) - info.st_mtime_ns / 1e9) > 1e-6:
             raise Gone(f"item {row['id']}: its file changed since it was embedded (modification time)")
     except BaseException:
         handle.close()
@@ -123,7 +112,8 @@ def open_stored(row: dict[str, Any]) -> ImageFile:
     media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
     if not media_type.startswith("image/"):
         media_type = "application/octet-stream"
-    etag = '"' + hashlib.sha256(f"{row['id']}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:20] + '"'
+    identity = f"{row['id']}:{key}:{info.st_size}:{info.st_mtime_ns}"
+    etag = '"' + hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:20] + '"'
     return ImageFile(handle, info.st_size, media_type, etag)
 
 

@@ -1,0 +1,135 @@
+"""Shared by the `torchclip serve` tests: a folder of generated photos embedded by `torchclip embed`, and real
+`torchclip serve` processes on 127.0.0.1, started once per test session and stopped at its end."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from apps_fixtures import has_bundled_model, subprocess_env, synthetic_photos
+
+from torchclip.cli.common import bundled_model_path
+
+CLASSES = ["red circle", "blue square", "green star", "yellow square"]
+XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+
+
+def torchclip(*args: str, check: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torchclip.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout)
+    if check is not None:
+        assert result.returncode == check, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `torchclip serve` process and what it serves."""
+
+    process: subprocess.Popen
+    url: str
+    store: Path
+    photos: Path
+    token: str | None
+    log: Path
+
+    def client(self, **options) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **options)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(store: Path, photos: Path, *options: str, token: str | None = None) -> Server:
+    port = free_port()
+    log = store.parent / f"serve-{port}.log"
+    command = [sys.executable, "-m", "torchclip.cli", "serve", str(store), "--port", str(port), *options]
+    if token:
+        command += ["--token", token]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=subprocess_env())
+    server = Server(process, f"http://127.0.0.1:{port}", store, photos, token, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"torchclip serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"torchclip serve did not answer within 90 s:\n{log.read_text()[-3000:]}")
+
+
+def make_collection(folder: Path, per_class: int) -> tuple[Path, Path]:
+    """(photos, store): synthetic photos of CLASSES (the bundled model's world), one named like an XSS
+    attack, and one PNG, embedded by `torchclip embed`."""
+    photos = folder / "photos"
+    made = synthetic_photos(photos, CLASSES, per_class=per_class)
+    shutil.copy(next(iter(made)), photos / XSS_NAME)
+    synthetic_photos(photos / "png", ["green star"], per_class=1, fmt="PNG")
+    store = folder / "photos.emb"
+    torchclip(
+        "embed", str(photos), "--out", str(store), "--workers", "0", "--quiet", "--model", str(bundled_model_path())
+    )
+    return photos, store
+
+
+_servers: dict[str, Server] = {}
+_root = Path(tempfile.mkdtemp(prefix="torchclip-serve-test-"))
+
+
+def _cleanup() -> None:
+    for server in _servers.values():
+        server.stop()
+    shutil.rmtree(_root, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def shared_server(name: str) -> Server:
+    """One server per name for the whole session (both test modules use them):
+    "main": 3 photos per class, default settings; "live": a collection the tests change, with a token and a
+    queue of 4 (for the burst test) and a 1 MB upload limit."""
+    if name not in _servers:
+        if name == "main":
+            photos, store = make_collection(_root / name, per_class=3)
+            _servers[name] = start_server(store, photos)
+        else:
+            photos, store = make_collection(_root / name, per_class=1)
+            _servers[name] = start_server(
+                store, photos, "--max-queue", "4", "--max-batch", "2", "--max-upload", "1", token="s3cret-t0ken"
+            )
+    return _servers[name]
+
+
+__all__ = ["CLASSES", "XSS_NAME", "Server", "free_port", "has_bundled_model", "shared_server", "torchclip"]
