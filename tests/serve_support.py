@@ -66,7 +66,8 @@ class Server:
                 self.process.kill()
 
 
-def start_server(store: Path, photos: Path, *options: str, token: str | None = None) -> Server:
+def launch_server(store: Path, photos: Path, *options: str, token: str | None = None) -> Server:
+    """Start `torchclip serve` on a free port (see `wait_until_ready`)."""
     port = free_port()
     log = store.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "torchclip.cli", "serve", str(store), "--port", str(port), *options]
@@ -74,11 +75,14 @@ def start_server(store: Path, photos: Path, *options: str, token: str | None = N
         command += ["--token", token]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=subprocess_env())
-    server = Server(process, f"http://127.0.0.1:{port}", store, photos, token, log)
-    deadline = time.monotonic() + 90
+    return Server(process, f"http://127.0.0.1:{port}", store, photos, token, log)
+
+
+def wait_until_ready(server: Server, timeout: float = 90) -> Server:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"torchclip serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"torchclip serve exited with {server.process.returncode}:\n{server.log.read_text()}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
                 return server
@@ -86,21 +90,34 @@ def start_server(store: Path, photos: Path, *options: str, token: str | None = N
             pass
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"torchclip serve did not answer within 90 s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"torchclip serve did not answer within {timeout} s:\n{server.log.read_text()[-3000:]}")
 
 
-def make_collection(folder: Path, per_class: int) -> tuple[Path, Path]:
-    """(photos, store): synthetic photos of CLASSES (the bundled model's world), one named like an XSS
-    attack, and one PNG, embedded by `torchclip embed`."""
+def photo_folder(folder: Path, per_class: int) -> Path:
+    """Synthetic photos of CLASSES (the bundled model's world), one more named like an XSS attack, and a PNG."""
     photos = folder / "photos"
     made = synthetic_photos(photos, CLASSES, per_class=per_class)
     shutil.copy(next(iter(made)), photos / XSS_NAME)
     synthetic_photos(photos / "png", ["green star"], per_class=1, fmt="PNG")
-    store = folder / "photos.emb"
-    torchclip(
-        "embed", str(photos), "--out", str(store), "--workers", "0", "--quiet", "--model", str(bundled_model_path())
-    )
-    return photos, store
+    return photos
+
+
+def embed_command(photos: Path, store: Path) -> list[str]:
+    model = str(bundled_model_path())
+    return [
+        sys.executable,
+        "-m",
+        "torchclip.cli",
+        "embed",
+        str(photos),
+        "--out",
+        str(store),
+        "--workers",
+        "0",
+        "--quiet",
+        "--model",
+        model,
+    ]
 
 
 _servers: dict[str, Server] = {}
@@ -116,20 +133,36 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
+SERVERS = {  # name: (photos per class, serve options, token)
+    "main": (3, (), None),
+    "live": (1, ("--max-queue", "4", "--max-batch", "2", "--max-upload", "1"), "s3cret-t0ken"),
+}
+
+
 def shared_server(name: str) -> Server:
-    """One server per name for the whole session (both test modules use them):
-    "main": 3 photos per class, default settings; "live": a collection the tests change, with a token and a
-    queue of 4 (for the burst test) and a 1 MB upload limit."""
-    if name not in _servers:
-        if name == "main":
-            photos, store = make_collection(_root / name, per_class=3)
-            _servers[name] = start_server(store, photos)
-        else:
-            photos, store = make_collection(_root / name, per_class=1)
-            _servers[name] = start_server(
-                store, photos, "--max-queue", "4", "--max-batch", "2", "--max-upload", "1", token="s3cret-t0ken"
+    """One server per name for the whole session (both test modules use them), all started together at the
+    first call (embedding and model loading overlap): "main", 3 photos per class, default settings; "live",
+    1 per class, which the tests change, with a token, a queue of 4 (for the burst test) and --max-upload 1."""
+    if not _servers:
+        embeds = {}
+        for server_name, (per_class, _, _) in SERVERS.items():
+            photos = photo_folder(_root / server_name, per_class)
+            store = _root / server_name / "photos.emb"
+            embeds[server_name] = (
+                photos,
+                store,
+                subprocess.Popen(
+                    embed_command(photos, store), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env()
+                ),
             )
+        for server_name, (photos, store, process) in embeds.items():
+            output = process.communicate(timeout=180)[0].decode()
+            assert process.returncode == 0, f"torchclip embed exited with {process.returncode}:\n{output}"
+            _, options, token = SERVERS[server_name]
+            _servers[server_name] = launch_server(store, photos, *options, token=token)
+        for server in _servers.values():
+            wait_until_ready(server)
     return _servers[name]
 
 
-__all__ = ["CLASSES", "XSS_NAME", "Server", "free_port", "has_bundled_model", "shared_server", "torchclip"]
+__all__ = ["CLASSES", "XSS_NAME", "Server", "has_bundled_model", "shared_server", "synthetic_photos", "torchclip"]

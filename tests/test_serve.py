@@ -88,13 +88,12 @@ def test_more_like_this_by_id_key_and_vector(api, main):
 
 
 def test_paging_is_the_ranking_cut_into_pages(api, main):
-    whole = search(api, text="a red circle", k=12)["results"]
+    whole = search(api, text="a red circle", k=50)["results"]
+    assert len(whole) == api.get("/api/stats").json()["rows"] == 14
     pages = [search(api, text="a red circle", k=5, offset=offset) for offset in (0, 5, 10)]
-    assert [r["id"] for page in pages for r in page["results"]] == [r["id"] for r in whole[:15]]
-    assert [p["next_offset"] for p in pages] == [5, 10, 15]
-    rows = api.get("/api/stats").json()["rows"]
-    last = search(api, text="a red circle", k=5, offset=rows - 2)
-    assert len(last["results"]) == 2 and last["next_offset"] is None
+    assert [r["id"] for page in pages for r in page["results"]] == [r["id"] for r in whole]
+    assert [p["next_offset"] for p in pages] == [5, 10, None] and [len(p["results"]) for p in pages] == [5, 5, 4]
+    assert search(api, text="a red circle", k=5, offset=20)["results"] == []
 
 
 def test_filters_and_min_score(api, main):
@@ -176,6 +175,7 @@ def test_thumbnail_and_original_bytes_with_etag(api, main):
 
 
 def test_stats_health_and_metrics(api, main):
+    search(api, text="a red circle", k=1)
     stats = api.get("/api/stats").json()
     assert stats["rows"] == 3 * len(CLASSES) + 2 and stats["kind"] == "image"
     assert stats["model"]["dim"] > 0 and isinstance(stats["generation"], int) and "type" in stats["index"]
@@ -258,7 +258,6 @@ def test_hostile_requests_get_4xx_and_the_service_stays_healthy(api, main):
         ("POST", "/api/search", {"text": "a", "where": "key = '\u0000'"}, 400),
         ("POST", "/api/search", {"text": "\U0001f600" * 5000}, 400),
         ("POST", "/api/search", {"vector": ["\u0000"]}, 400),
-        ("POST", "/api/search", {"vector": [float("nan")] * 4}, 400),
         ("POST", "/api/search", {"queries": [{"text": "a"}] * 100}, 400),
         ("POST", "/api/search", {"id": "\u202e1"}, 400),
         ("POST", "/api/search", [["nested"] * 3] * 3, 400),
@@ -274,6 +273,7 @@ def test_hostile_requests_get_4xx_and_the_service_stays_healthy(api, main):
         (b"--x\r\nContent-Disposition: form-data; name=text\r\n\r\na\r\n--x--", "multipart/form-data; boundary=x"),
         (b"[" * 50000 + b"]" * 50000, "application/json"),
         (b"\xff\xfe\x00{", "application/json"),
+        (b'{"vector": [NaN, NaN, Infinity, 1]}', "application/json"),
     ]
     for content, content_type in wrong_types:
         response = api.post("/api/search", content=content, headers={"content-type": content_type})
@@ -426,7 +426,7 @@ def test_burst_beyond_the_queue_gets_503s_not_a_crash():
             return client.post("/api/search", json={"text": f"a long query about a red circle {n} " * 6}).status_code
 
     with ThreadPoolExecutor(64) as pool:
-        statuses = list(pool.map(one, range(192)))
+        statuses = list(pool.map(one, range(96)))
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) > 0, statuses
     with live.client() as client:
         assert client.get("/healthz").status_code == 200

@@ -62,7 +62,7 @@ function run(query, push) {
   state.query = query;
   if (!query || !query.image) {
     const url = urlOf(query);
-    if (url !== location.search && !(url === location.pathname && !location.search)) {
+    if (url !== (location.search || location.pathname)) {
       (push ? history.pushState : history.replaceState).call(history, null, "", url);
     }
   }
@@ -143,7 +143,8 @@ function addCard(result) {
   info.append(name, score, more);
   card.append(info);
   card.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") openDetail(index);
+    if (event.target !== card) return; // keys on its "More like this" button are the button's
+    if (event.key === "Enter") { event.preventDefault(); openDetail(index); } // else Enter would click "close"
     if (event.key === "m") moreLikeThis(result);
   });
   $("results").append(card);
@@ -204,10 +205,12 @@ function debounce(fn, ms) {
 }
 
 function init() {
+  // typing on in the same query (one text a prefix of the other) refines its history entry; a new query adds one
   const typed = debounce(() => {
     const text = $("q").value.trim();
-    if (text) run({ text }, !(state.query && state.query.text));
-    else if (state.query && state.query.text) run(null, true);
+    const before = state.query && state.query.text;
+    if (text) run({ text }, !(before && (text.startsWith(before) || before.startsWith(text))));
+    else if (before) run(null, true);
   }, 250);
   $("q").addEventListener("input", typed);
   $("search-form").addEventListener("submit", (event) => {
