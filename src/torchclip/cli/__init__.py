@@ -13,7 +13,19 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["classify", "similarity", "embed", "index", "search", "convert", "export", "train", "eval", "bench"]
+COMMANDS = [
+    "classify",
+    "similarity",
+    "embed",
+    "index",
+    "search",
+    "store",
+    "convert",
+    "export",
+    "train",
+    "eval",
+    "bench",
+]
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
