@@ -29,7 +29,7 @@ _EXPORTS = {
     "processor": ["CLIPProcessor"],
     "convert": ["load", "available_models"],
     "zero_shot": ["ZeroShotClassifier", "pipeline"],
-    "index": ["EmbeddingStore"],
+    "store": ["EmbeddingStore"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from torchclip.cli.common import add_model_options, load_model_and_processor
@@ -16,8 +15,13 @@ EXAMPLES = """examples:
   torchclip search captions.emb --image photo.jpg              # image -> captions (a store of --texts)
   torchclip search pictures.emb "sunset" "snow" --json --plot top.png
 
-The model defaults to the one the store was embedded with. Search is exact unless a faiss index built by
-`torchclip index` matches the store (--exact forces exact search).
+  torchclip search pictures.emb "a beach" --where "taken_at >= '2024-06-01' AND width > 1000"
+  torchclip search pictures.emb "a cat" --where "key LIKE '/photos/2024/%'"
+
+The model defaults to the one the store was embedded with. Search goes through the index built by
+`torchclip index` when there is one (rows added since are searched exactly), else exactly (--exact forces
+exact search). --where filters on the stored columns: key, size, mtime (seconds since 1970), text, width,
+height, taken_at (EXIF date, ISO 8601 text), in SQL.
 """
 
 
@@ -33,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("queries", nargs="*", help="text queries")
     parser.add_argument("--image", action="append", default=[], help="an image query (repeatable)")
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
-    parser.add_argument("--exact", action="store_true", help="exact search even when a faiss index exists")
+    parser.add_argument("--exact", action="store_true", help="exact search even when an ANN index exists")
+    parser.add_argument("--where", default=None, help='SQL filter on the stored columns, e.g. "width > 1000"')
     parser.add_argument("--json", action="store_true", help="print JSON instead of a list")
     add_plot_options(parser)
     add_model_options(parser)
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from torchclip.evaluate import encode_images, encode_texts
-    from torchclip.index import EmbeddingStore, model_fingerprint
+    from torchclip.store import EmbeddingStore, model_fingerprint
 
     if not args.queries and not args.image:
         raise ValueError("give a text query, or --image FILE")
@@ -52,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
     for image in args.image:
         if not Path(image).is_file():
             raise FileNotFoundError(f"query image {image!r} does not exist")
+    if store.model.get("fingerprint") is None and args.model is None:  # vectors brought by the user
+        raise ValueError(f"{args.store} holds vectors from an outside model: say which with --model")
     args.model = args.model or store.model["name"]
     model, processor = load_model_and_processor(args)
-    if model_fingerprint(model) != store.model["fingerprint"]:
+    if store.model.get("fingerprint") not in (None, model_fingerprint(model)):
         raise ValueError(f"{args.store} was embedded with another model ({store.model['name']}); search with that one")
     with torch.inference_mode():
         parts = []
@@ -63,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if args.image:
             parts.append(encode_images(model, processor.image_processor, args.image, args.batch_size))
     queries = [*args.queries, *(f"image {image}" for image in args.image)]
-    if store.stale_faiss_index() and not args.exact:
-        print(f"torchclip search: the faiss index is older than {args.store}; searching exactly", file=sys.stderr)
-    hits = store.search(torch.cat(parts).cpu(), args.k, exact=args.exact)
+    hits = store.search(torch.cat(parts).cpu(), args.k, exact=args.exact, where=args.where)
     if args.json:
         print(json.dumps([{"query": q, "results": [h.as_dict() for h in r]} for q, r in zip(queries, hits)], indent=2))
     else:

@@ -1,5 +1,5 @@
-"""The embedding store: commits that survive failures at any point, incremental updates, captions,
-exact and faiss search, and a collection sharded over processes with torchrun."""
+"""The embedding store on Lance: commits that survive failures at any point, incremental updates,
+captions, exact and ANN search, filters, stable row ids, and a collection sharded over processes."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 from apps_fixtures import save_tiny_model, subprocess_env, synthetic_photos, tiny_model_and_processor
+from PIL import Image
 
+import torchclip.store.table as table_module
 from torchclip.evaluate import encode_texts
 from torchclip.image_files import find_images
-from torchclip.index import EmbeddingStore, build_faiss_index, choose_faiss_type, image_items, text_items, update_store
+from torchclip.store import EmbeddingStore, choose_index_type, image_items, text_items, update_store
 
 CLASSES = ["red circle", "blue square", "green star", "purple cross", "white circle"]
 
@@ -46,58 +48,73 @@ def plain_embeddings(tiny, paths):
     return torch.nn.functional.normalize(features, dim=-1).numpy()
 
 
-def snapshot(store_folder):
-    store = EmbeddingStore(store_folder)
-    return {item.key: vector for item, vector in zip(store.items, store.vectors)}
+def snapshot(store_folder) -> dict[str, np.ndarray]:
+    """{key: vector} of every row, in id order."""
+    rows = sorted(
+        EmbeddingStore(store_folder).dataset.to_table(columns=["id", "key", "vector"]).to_pylist(),
+        key=lambda row: row["id"],
+    )
+    return {row["key"]: np.array(row["vector"], np.float32) for row in rows}
 
 
-def test_store_holds_every_image_with_path_size_mtime(photos, tmp_path, tiny):
+def test_store_holds_every_image_with_path_size_mtime_and_size(photos, tmp_path, tiny):
     report = run_update(tmp_path / "store", photos, tiny)
     store = EmbeddingStore(tmp_path / "store")
     paths = find_images(photos)
-    assert report.added == len(paths) == len(store) and len(store.manifest["chunks"]) == 3  # 10 rows, 4 per commit
-    assert [item.key for item in store.items] == [str(p.resolve()) for p in paths]
-    for item, path in zip(store.items, paths):
-        assert (item.size, item.mtime_ns) == (path.stat().st_size, path.stat().st_mtime_ns)
-    np.testing.assert_allclose(store.vectors, plain_embeddings(tiny, paths), atol=1e-5)
+    assert report.added == len(paths) == len(store) == 10
+    assert store.generation == 1 + 3  # the empty table, then 10 rows committed 4 at a time
+    rows = store.rows(range(10))
+    assert [row["key"] for row in rows] == [str(p.resolve()) for p in paths] == store.keys()
+    for row, path in zip(rows, paths):
+        assert (row["size"], row["mtime"]) == (path.stat().st_size, path.stat().st_mtime_ns / 1e9)
+        assert (row["width"], row["height"]) == Image.open(path).size and row["taken_at"] is None
+    np.testing.assert_allclose(store.vectors_of(range(10)), plain_embeddings(tiny, paths), atol=1e-5)
+    assert store.id_of(str(paths[3].resolve())) == 3 and store.id_of("nowhere") is None
+    assert sum(batch.num_rows for batch in store.iter_batches(batch_size=3)) == 10
 
 
 def test_a_failure_at_any_write_leaves_a_complete_state_and_the_rerun_finishes(photos, tmp_path, tiny, monkeypatch):
-    """Fail the n-th atomic rename (before it happens) for every n: the store always opens as some
-    committed state, and a re-run ends with exactly the uninterrupted result."""
+    """Fail the n-th write (a Lance commit or a store.json rename, before it happens) for every n: the store
+    always opens as some committed state, and a re-run ends with exactly the uninterrupted result."""
     run_update(tmp_path / "reference", photos, tiny)
     expected = snapshot(tmp_path / "reference")
-    real_replace = os.replace
-    for n in range(1, 8):
+    real_write_dataset, real_write_json = table_module.lance.write_dataset, table_module._Folder.write_json
+    for n in range(1, 10):
         store = tmp_path / f"store{n}"
         calls = []
 
-        def failing_replace(src, dst, n=n, calls=calls):
-            calls.append(dst)
-            if len(calls) == n:
-                raise KeyboardInterrupt("simulated kill")
-            real_replace(src, dst)
+        def failing(real, n=n, calls=calls):
+            def write(*args, **kwargs):
+                calls.append(1)
+                if len(calls) == n:
+                    raise KeyboardInterrupt("simulated kill")
+                return real(*args, **kwargs)
 
-        monkeypatch.setattr(os, "replace", failing_replace)
+            return write
+
+        monkeypatch.setattr(table_module.lance, "write_dataset", failing(real_write_dataset))
+        monkeypatch.setattr(table_module._Folder, "write_json", failing(real_write_json))
         with pytest.raises(KeyboardInterrupt):
             run_update(store, photos, tiny)
-        monkeypatch.setattr(os, "replace", real_replace)
-        if n > 1:  # the first rename creates the store
+        monkeypatch.setattr(table_module.lance, "write_dataset", real_write_dataset)
+        monkeypatch.setattr(table_module._Folder, "write_json", real_write_json)
+        if (store / "store.json").is_file():
             partial = snapshot(store)
-            assert set(partial) <= set(expected) and len(partial) % 4 == 0
+            assert set(partial) <= set(expected) and len(partial) in (0, 4, 8, 10)  # commits of 4 rows
         run_update(store, photos, tiny)
         final = snapshot(store)
-        assert list(final) == list(expected) and len(EmbeddingStore(store).items) == len(expected)
+        assert sorted(final) == sorted(expected) and len(EmbeddingStore(store)) == len(expected)
         for key, vector in expected.items():
             np.testing.assert_allclose(final[key], vector, atol=1e-5)
-        chunk_files = sorted(os.listdir(store / "chunks"))
-        assert chunk_files == sorted(EmbeddingStore(store).manifest["chunks"])
+        ids = EmbeddingStore(store).dataset.to_table(columns=["id"]).column("id").to_pylist()
+        assert len(set(ids)) == len(ids)
         assert not [name for name in os.listdir(store) if ".tmp-" in name]
 
 
-def test_incremental_update_embeds_only_the_difference(photos, tmp_path, tiny):
+def test_incremental_update_embeds_only_the_difference_and_ids_are_never_reused(photos, tmp_path, tiny):
     run_update(tmp_path / "store", photos, tiny)
     paths = find_images(photos)
+    before = {row["key"]: row["id"] for row in EmbeddingStore(tmp_path / "store").rows(range(10))}
     paths[0].unlink()
     shutil.copy(paths[5], photos / "copy_of_5.jpg")
     paths[1].write_bytes(paths[7].read_bytes())  # changed content, same name
@@ -105,9 +122,13 @@ def test_incremental_update_embeds_only_the_difference(photos, tmp_path, tiny):
     assert (report.added, report.removed, report.unchanged) == (2, 2, 8)
     store = EmbeddingStore(tmp_path / "store")
     current = find_images(photos)
-    assert sorted(item.key for item in store.items) == [str(p.resolve()) for p in current]
+    assert sorted(store.keys()) == [str(p.resolve()) for p in current]
     by_key = snapshot(tmp_path / "store")
     np.testing.assert_allclose(by_key[str(paths[1].resolve())], plain_embeddings(tiny, [paths[7]])[0], atol=1e-5)
+    after = {row["key"]: row["id"] for row in store.rows(range(20))}
+    unchanged = set(before) & set(after) - {str(paths[1].resolve())}
+    assert all(before[key] == after[key] for key in unchanged) and len(unchanged) == 8
+    assert sorted(set(after.values()) - set(before.values())) == [10, 11]  # new ids, the old ones not reused
     assert run_update(tmp_path / "store", photos, tiny).added == 0
 
 
@@ -132,22 +153,25 @@ def test_captions_from_text_and_csv(tmp_path, tiny):
     report = run_update(tmp_path / "texts", txt, tiny, kind="text", items=text_items(txt))
     assert (report.added, report.removed) == (1, 1)
     store = EmbeddingStore(tmp_path / "texts")
-    assert sorted(item.text for item in store.items) == ["a green star", "a red circle", "a yellow square"]
-    expected = encode_texts(model, processor.tokenizer, [item.text for item in store.items]).numpy()
-    np.testing.assert_allclose(store.vectors, expected, atol=1e-5)
+    rows = sorted(store.rows(range(10)), key=lambda row: row["text"])
+    assert [row["text"] for row in rows] == ["a green star", "a red circle", "a yellow square"]
+    expected = encode_texts(model, processor.tokenizer, [row["text"] for row in rows]).numpy()
+    np.testing.assert_allclose(store.vectors_of([row["id"] for row in rows]), expected, atol=1e-5)
     hits = store.search(torch.from_numpy(expected[2:3]), k=2)[0]
-    assert hits[0].text == store.items[2].text and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].text == "a yellow square" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_exact_search_and_refusals(photos, tmp_path, tiny):
     run_update(tmp_path / "store", photos, tiny)
     store = EmbeddingStore(tmp_path / "store")
+    vectors = store.vectors_of(range(10))
     queries = torch.randn(3, store.model["dim"], generator=torch.Generator().manual_seed(0))
-    scores = torch.nn.functional.normalize(queries, dim=-1).numpy() @ store.vectors.T
+    scores = torch.nn.functional.normalize(queries, dim=-1).numpy() @ vectors.T
     hits = store.search(queries, k=4)
     for row, row_hits in zip(scores, hits):
-        assert [h.key for h in row_hits] == [store.items[i].key for i in np.argsort(-row)[:4]]
+        assert [h.id for h in row_hits] == list(np.argsort(-row)[:4])
         np.testing.assert_allclose([h.score for h in row_hits], np.sort(row)[::-1][:4], atol=1e-5)
+    assert [h.id for h in store.search(queries[0].numpy(), k=4)[0]] == [h.id for h in hits[0]]  # [D] works too
     other = tiny_model_and_processor(seed=1)
     with pytest.raises(ValueError, match="embedded with another model"):
         run_update(tmp_path / "store", photos, other)
@@ -157,29 +181,12 @@ def test_exact_search_and_refusals(photos, tmp_path, tiny):
         run_update(photos, photos, tiny)
     with pytest.raises(FileNotFoundError, match="no store.json"):
         EmbeddingStore(tmp_path)
+    with pytest.raises(ValueError, match=r"queries must be \[N, 32\]"):
+        store.search(np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        store.search(queries, k=0)
     assert run_update(tmp_path / "store", photos, other, rebuild=True).added == len(store)
-
-
-def test_faiss_index_matches_exact_search(photos, tmp_path, tiny):
-    pytest.importorskip("faiss")
-    run_update(tmp_path / "store", photos, tiny)
-    store = EmbeddingStore(tmp_path / "store")
-    queries = torch.randn(5, store.model["dim"], generator=torch.Generator().manual_seed(0))
-    exact = store.search(queries, k=5, exact=True)
-    assert choose_faiss_type(10_000) == "flat" and choose_faiss_type(10_001) == "hnsw"
-    assert choose_faiss_type(1_000_001) == "ivf"
-    for index_type in ("flat", "hnsw", "ivf"):
-        info = build_faiss_index(store, index_type, k=5)
-        assert info["type"] == index_type and info["recall_at_k"] == 1.0 and info["n"] == len(store)
-        assert store.faiss_index() is not None
-        approximate = store.search(queries, k=5)
-        for a, e in zip(approximate, exact):
-            assert [h.key for h in a] == [h.key for h in e]
-            np.testing.assert_allclose([h.score for h in a], [h.score for h in e], atol=1e-5)
-    (photos / "red_circle_0.jpg").unlink()
-    run_update(tmp_path / "store", photos, tiny)
-    assert EmbeddingStore(tmp_path / "store").stale_faiss_index()
-    assert EmbeddingStore(tmp_path / "store").faiss_index() is None
+    assert min(EmbeddingStore(tmp_path / "store").dataset.to_table(columns=["id"]).column("id").to_pylist()) == 10
 
 
 def test_torchrun_shards_a_collection_and_merges_the_parts(photos, tmp_path):
@@ -205,5 +212,10 @@ def test_torchrun_shards_a_collection_and_merges_the_parts(photos, tmp_path):
     assert sorted(a) == sorted(b) and len(EmbeddingStore(tmp_path / "sharded")) == len(find_images(photos))
     for key in b:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5)
-    assert not list((tmp_path / "sharded" / "parts").glob("*.json"))
+    assert not (tmp_path / "sharded" / "parts").exists()
     assert json.loads((tmp_path / "sharded" / "failures.json").read_text()) == []
+
+
+def test_index_choice_by_size():
+    assert choose_index_type(100_000) == "flat" and choose_index_type(100_001) == "hnsw"
+    assert choose_index_type(500_000) == "hnsw" and choose_index_type(500_001) == "ivf_pq"

@@ -1,0 +1,685 @@
+"""The embedding store: one row per photo (or caption) in a Lance table, with versioned atomic commits.
+
+Layout of a store folder (a local path, or an object-store URI such as ``s3://bucket/photos.emb``)::
+
+    store.json      what the rows are: format, kind (image/text), model identity, source followed,
+                    the next row id to hand out, the vector dtype, and the ANN index's description
+    rows.lance/     the Lance dataset: id, key, size, mtime, text, width, height, taken_at, vector
+    failures.json   the files the last `embed` run could not read, with their errors
+    writer.lock     held (flock) by the one process writing to the store
+    parts/          a distributed run's per-process rows, merged into rows.lance at its end
+
+Why Lance: every append, delete and index build is one atomic commit that makes a new version
+(``store.generation``); a reader pins the version it opened and never sees a half-written one; deletes
+write small deletion files instead of rewriting data; vector indexes live on disk next to the data; and
+the same code reads local disk or S3. Rows added after the last index build sit in fragments the index
+does not cover, and Lance searches those exactly and merges the results, so a new photo is found at once.
+
+Row ids (`id`) are handed out from `next_id` in store.json, which is raised *before* the rows are
+committed: a kill in between only skips some ids, so an id is never given to two rows, even after a delete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about things that are normal here
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
+import lance  # noqa: E402
+
+__all__ = [
+    "EmbeddingStore",
+    "Hit",
+    "StoreBusyError",
+    "StoreDamagedError",
+    "check_folder_is_a_store_or_empty",
+    "row_schema",
+    "rows_table",
+    "writer_lock",
+]
+
+FORMAT_VERSION = 2
+CONFIG, TABLE, FAILURES, LOCK, PARTS = "store.json", "rows.lance", "failures.json", "writer.lock", "parts"
+VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+METADATA_COLUMNS = ["size", "mtime", "width", "height", "taken_at"]
+ROW_COLUMNS = ["id", "key", "text", *METADATA_COLUMNS]
+BLOCK_ROWS = 32_768  # rows per block of exact search: 64 MB of float32 512-d vectors
+
+
+class StoreBusyError(RuntimeError):
+    """Another process holds the store's writer lock."""
+
+
+class StoreDamagedError(RuntimeError):
+    """A file of the store cannot be read; re-running `torchclip embed` on its source repairs it."""
+
+
+def row_schema(dim: int, vector_dtype: str = "float32") -> pa.Schema:
+    """The Lance table's columns. `mtime` is seconds since the epoch (st_mtime_ns / 1e9); `taken_at` is
+    the EXIF date as ISO 8601 text; width/height/taken_at are null where unknown (texts, bring-your-own)."""
+    if vector_dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vector dtype must be one of {sorted(VECTOR_DTYPES)}, got {vector_dtype!r}")
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("size", pa.int64()),
+            pa.field("mtime", pa.float64()),
+            pa.field("text", pa.string()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("taken_at", pa.string()),
+            pa.field("vector", pa.list_(VECTOR_DTYPES[vector_dtype], dim)),
+        ]
+    )
+
+
+@dataclass
+class Hit:
+    """One search result. `id` is the row's stable id (unique, never reused); `key` its path (or file#row);
+    `score` the cosine similarity; `text` the caption of a text row ("" for images); `metadata` width,
+    height, taken_at, size and mtime where known."""
+
+    id: int
+    key: str
+    score: float
+    text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "score": self.score,
+            **({"text": self.text} if self.text else {}),
+            **self.metadata,
+        }
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal, as Lance's filters (DataFusion) read it."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _is_uri(folder: str) -> bool:
+    return "://" in folder and not folder.startswith("file://")
+
+
+class _Folder:
+    """Where a store's files live: plain files on local disk (written atomically: temporary file, fsync,
+    rename), or objects on an object store through pyarrow.fs (one PUT each, atomic by itself)."""
+
+    def __init__(self, folder: str | os.PathLike, storage_options: dict[str, str] | None):
+        self.name = str(folder).rstrip("/")
+        self.remote = _is_uri(self.name)
+        self.storage_options = storage_options
+        if self.remote:
+            from pyarrow import fs
+
+            self._fs, self._root = fs.FileSystem.from_uri(self.name)
+            if storage_options and hasattr(fs, "S3FileSystem") and isinstance(self._fs, fs.S3FileSystem):
+                self._fs = fs.S3FileSystem(
+                    access_key=storage_options.get("aws_access_key_id"),
+                    secret_key=storage_options.get("aws_secret_access_key"),
+                    region=storage_options.get("aws_region", storage_options.get("region")),
+                    endpoint_override=storage_options.get("aws_endpoint", storage_options.get("endpoint")),
+                    allow_bucket_creation=False,
+                )
+        self.path = None if self.remote else Path(self.name)
+
+    def uri(self, name: str) -> str:
+        return f"{self.name}/{name}"
+
+    def exists(self, name: str) -> bool:
+        if self.remote:
+            from pyarrow import fs
+
+            return self._fs.get_file_info(f"{self._root}/{name}").type != fs.FileType.NotFound
+        return (self.path / name).exists()
+
+    def read_json(self, name: str) -> Any:
+        if self.remote:
+            with self._fs.open_input_stream(f"{self._root}/{name}") as handle:
+                text = handle.read().decode("utf-8")
+        else:
+            text = (self.path / name).read_text(encoding="utf-8")
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StoreDamagedError(
+                f"{self.uri(name)!r} is not valid JSON ({exc}); is this an embedding store?"
+            ) from None
+
+    def write_json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+        if self.remote:
+            with self._fs.open_output_stream(f"{self._root}/{name}") as handle:
+                handle.write(text.encode("utf-8"))
+            return
+        target = self.path / name
+        tmp = target.with_name(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        directory = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
+
+    def remove_tree(self, name: str) -> None:
+        if self.remote:
+            if self.exists(name):
+                self._fs.delete_dir(f"{self._root}/{name}")
+        else:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+
+_HELD_LOCKS: dict[str, list[Any]] = {}  # lock file -> [open handle, depth]: re-entrant within a process
+
+
+@contextmanager
+def writer_lock(folder: str | os.PathLike | _Folder) -> Iterator[None]:
+    """Hold the store's exclusive writer lock: flock on writer.lock, released by the kernel when the
+    process dies, so a killed writer never leaves the store locked; re-entrant within one process. A second
+    process gets StoreBusyError at once. Object stores have no such lock: one writer at a time is then
+    the caller's job."""
+    folder = folder if isinstance(folder, _Folder) else _Folder(folder, None)
+    if folder.remote:
+        yield
+        return
+    name = str((folder.path / LOCK).resolve())
+    if name in _HELD_LOCKS:
+        _HELD_LOCKS[name][1] += 1
+    else:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        handle = open(name, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreBusyError(
+                f"{folder.name!r} is being written by {holder}; wait for it to finish (only one process "
+                "may write to a store at a time)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} (since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)")
+        handle.flush()
+        _HELD_LOCKS[name] = [handle, 1]
+    try:
+        yield
+    finally:
+        _HELD_LOCKS[name][1] -= 1
+        if _HELD_LOCKS[name][1] == 0:
+            _HELD_LOCKS.pop(name)[0].close()  # closing releases the flock
+
+
+def check_folder_is_a_store_or_empty(folder: str | os.PathLike) -> None:
+    """Refuse a local folder that holds anything but a store's files (never write into, or with
+    --rebuild delete from, someone's photo folder)."""
+    path = Path(folder)
+    if _is_uri(str(folder)) or not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} exists and is not a folder; choose an empty or new folder")
+    ours = {CONFIG, TABLE, FAILURES, LOCK, PARTS, "chunks", "faiss.index", "faiss.json"}
+    if any(p.name not in ours and not p.name.startswith(".") for p in path.iterdir()):
+        raise FileExistsError(f"{str(path)!r} exists and is not an embedding store; choose an empty or new folder")
+
+
+def _lance_error(folder: _Folder, exc: Exception) -> Exception:
+    """Lance's error as a StoreDamagedError naming the store (Lance's own message names the file)."""
+    message = str(exc).split(", /home/runner")[0]  # drop the Rust source location Lance appends
+    return StoreDamagedError(
+        f"{folder.name!r}: a file of the store cannot be read ({message}); run `torchclip embed` on its "
+        "source again to repair it"
+    )
+
+
+class EmbeddingStore:
+    """A store's committed state at one generation (see the module docstring). Opening reads only
+    store.json and Lance's manifest; rows and vectors are read when a method needs them."""
+
+    def __init__(self, folder: str | os.PathLike, *, storage_options: dict[str, str] | None = None):
+        self.folder = _Folder(folder, storage_options)
+        if not self.folder.exists(CONFIG):
+            raise FileNotFoundError(
+                f"{self.folder.name!r} is not an embedding store (no {CONFIG}); run torchclip embed"
+            )
+        config = self.folder.read_json(CONFIG)
+        if config.get("format") == 1:  # the .npz store of torchclip 0.1: upgrade it in place
+            from torchclip.store.upgrade import upgrade_npz_store
+
+            upgrade_npz_store(self.folder.path)
+            config = self.folder.read_json(CONFIG)
+        if config.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{self.folder.uri(CONFIG)!r}: unsupported store format {config.get('format')!r}")
+        self._config = config
+        self._dataset = self._open_table()
+
+    @classmethod
+    def create(
+        cls,
+        folder: str | os.PathLike,
+        kind: str = "image",
+        model: dict[str, Any] | None = None,
+        source: str | None = None,
+        *,
+        vector_dtype: str = "float32",
+        storage_options: dict[str, str] | None = None,
+        next_id: int = 0,
+    ) -> EmbeddingStore:
+        """A new, empty store. `model` must give "dim"; "name" and "fingerprint" say which model made the
+        vectors (None for bring-your-own vectors). Refuses a folder that holds anything but a store."""
+        if kind not in ("image", "text"):
+            raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
+        if not model or not isinstance(model.get("dim"), int) or model["dim"] < 1:
+            raise ValueError(f"model must say the vectors' dimension as model['dim'], got {model!r}")
+        schema = row_schema(model["dim"], vector_dtype)
+        location = _Folder(folder, storage_options)
+        check_folder_is_a_store_or_empty(folder)
+        with writer_lock(location):
+            location.remove_tree(TABLE)  # a store being replaced (--rebuild), or a create that was killed
+            location.remove_tree(PARTS)
+            lance.write_dataset(
+                schema.empty_table(), location.uri(TABLE), schema=schema, mode="create", storage_options=storage_options
+            )
+            config = {
+                "format": FORMAT_VERSION,
+                "kind": kind,
+                "model": model,
+                "source": source,
+                "next_id": next_id,
+                "vector_dtype": vector_dtype,
+                "index": None,
+            }
+            location.write_json(CONFIG, config)  # the store exists from here on
+        return cls(folder, storage_options=storage_options)
+
+    def _open_table(self) -> lance.LanceDataset:
+        try:
+            return lance.dataset(self.folder.uri(TABLE), storage_options=self.folder.storage_options)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise _lance_error(self.folder, exc) from None
+
+    # ------------------------------------------------------------------ what the store is
+
+    @property
+    def kind(self) -> str:
+        return self._config["kind"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self._config["model"]
+
+    @property
+    def source(self) -> str | None:
+        return self._config["source"]
+
+    @property
+    def dim(self) -> int:
+        return self.model["dim"]
+
+    @property
+    def vector_dtype(self) -> str:
+        return self._config["vector_dtype"]
+
+    @property
+    def generation(self) -> int:
+        """The committed version this handle reads (Lance's table version)."""
+        return self._dataset.version
+
+    @property
+    def dataset(self) -> lance.LanceDataset:
+        """The Lance dataset at this handle's generation, for tools that want Lance or Arrow directly."""
+        return self._dataset
+
+    def refresh(self) -> bool:
+        """Move this handle to the newest committed generation; True if it changed."""
+        before = self.generation
+        self._config = self.folder.read_json(CONFIG)
+        self._dataset = self._open_table()
+        return self.generation != before
+
+    def __len__(self) -> int:
+        return self._dataset.count_rows()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({self.folder.name!r}: {len(self)} {self.kind} rows, generation {self.generation})"
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def writing(self) -> Iterator[EmbeddingStore]:
+        """Hold the writer lock (re-entrant within this handle) and read the newest generation, so every
+        write lands on the latest committed state. A second writer gets StoreBusyError at once."""
+        with writer_lock(self.folder):
+            self.refresh()
+            yield self
+
+    def set_source(self, source: str | None) -> None:
+        with self.writing():
+            if self._config["source"] != source:
+                self._config["source"] = source
+                self.folder.write_json(CONFIG, self._config)
+
+    def add(
+        self,
+        keys: Sequence[str],
+        vectors: Any,
+        texts: Sequence[str] | None = None,
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Add rows for precomputed `vectors` ([N, D], normalised here), one commit. A key already in the
+        store has its row replaced (with a new id). `metadata[i]` may give size, mtime, width, height,
+        taken_at."""
+        table = self._new_rows(keys, vectors, texts, metadata)
+        if table is None:
+            return
+        with self.writing():
+            table = self._with_ids(table)
+            if len(self) == 0:
+                self._commit_append(table)
+            else:
+                self._dataset.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(table)
+                self.refresh()
+
+    def append_new(self, table: pa.Table) -> None:
+        """Append rows whose keys the caller knows are not in the store (the embed run's commits: no key
+        lookup, so the cost does not grow with the store). `table` has every column but `id`."""
+        with self.writing():
+            self._commit_append(self._with_ids(table))
+
+    def _commit_append(self, table: pa.Table) -> None:
+        self._dataset = lance.write_dataset(
+            table, self.folder.uri(TABLE), mode="append", storage_options=self.folder.storage_options
+        )
+
+    def _with_ids(self, table: pa.Table) -> pa.Table:
+        """`table` with fresh row ids; next_id is raised (committed) before the rows are."""
+        start = self._config["next_id"]
+        self._config["next_id"] = start + len(table)
+        self.folder.write_json(CONFIG, self._config)
+        ids = pa.array(np.arange(start, start + len(table), dtype=np.int64))
+        return table.add_column(0, pa.field("id", pa.int64(), nullable=False), ids).select(self._dataset.schema.names)
+
+    def _new_rows(
+        self,
+        keys: Sequence[str],
+        vectors: Any,
+        texts: Sequence[str] | None,
+        metadata: Sequence[dict[str, Any]] | None,
+    ) -> pa.Table | None:
+        keys = [str(key) for key in keys]
+        vectors = self._as_vectors(vectors, "vectors")
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys but {len(vectors)} vectors")
+        if texts is not None and len(texts) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(texts)} texts")
+        if metadata is not None and len(metadata) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(metadata)} metadata entries")
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                raise ValueError(f"key {key!r} is given twice")
+            seen.add(key)
+        if not keys:
+            return None
+        return rows_table(self.dim, self.vector_dtype, keys, vectors, texts, metadata)
+
+    def _as_vectors(self, vectors: Any, what: str) -> np.ndarray:
+        """[N, D] float32, L2-normalised; refuses the wrong width and non-finite values."""
+        if hasattr(vectors, "detach"):  # a torch tensor
+            vectors = vectors.detach().float().cpu().numpy()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"{what} must be [N, {self.dim}] (the store's dimension), got {list(vectors.shape)}")
+        if not np.isfinite(vectors).all():
+            row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+            raise ValueError(f"{what}[{row}] holds NaN or infinite values")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def remove(self, keys: Sequence[str]) -> int:
+        """Delete the rows of these keys (one commit); returns how many rows were deleted."""
+        keys = [str(key) for key in keys]
+        if not keys:
+            return 0
+        with self.writing():
+            return self._delete(f"key IN ({', '.join(map(_quote, keys))})")
+
+    def remove_ids(self, ids: Sequence[int]) -> int:
+        """Delete rows by id (one commit); returns how many rows were deleted."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        with self.writing():
+            return self._delete(f"id IN ({', '.join(map(str, ids))})")
+
+    def _delete(self, predicate: str) -> int:
+        before = len(self)
+        self._dataset.delete(predicate)
+        self.refresh()
+        return before - len(self)
+
+    # ------------------------------------------------------------------ reading
+
+    def iter_batches(
+        self, batch_size: int = 65_536, columns: Sequence[str] | None = None, where: str | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches (all columns unless `columns`), optionally filtered."""
+        scanner = self._scanner(columns=list(columns) if columns else None, filter=where, batch_size=batch_size)
+        yield from self._guarded(scanner.to_batches(), where)
+
+    def _scanner(self, **options: Any) -> lance.LanceScanner:
+        try:
+            return self._dataset.scanner(**options)
+        except ValueError as exc:
+            raise self._bad_filter(options.get("filter"), exc) from None
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch], where: str | None) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except ValueError as exc:
+            raise self._bad_filter(where, exc) from None
+        except (OSError, RuntimeError) as exc:
+            raise _lance_error(self.folder, exc) from None
+
+    def _bad_filter(self, where: str | None, exc: Exception) -> Exception:
+        if where is None:
+            return _lance_error(self.folder, exc)
+        message = str(exc).split(", /home/runner")[0]
+        return ValueError(f"bad filter {where!r}: {message}")
+
+    def _select(self, predicate: str, columns: Sequence[str]) -> pa.Table:
+        return pa.Table.from_batches(
+            list(self.iter_batches(columns=columns, where=predicate)),
+            schema=pa.schema([self._dataset.schema.field(c) for c in columns]),
+        )
+
+    def rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The rows with these ids, in that order, without their vectors: {"id", "key", "text", "size",
+        "mtime", "width", "height", "taken_at"}. Ids not in the store are left out."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        found = self._select(f"id IN ({', '.join(map(str, set(ids)))})", ROW_COLUMNS).to_pylist()
+        by_id = {row["id"]: row for row in found}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def vectors_of(self, ids: Sequence[int]) -> np.ndarray:
+        """[len(ids), D] float32 vectors of these rows (KeyError naming an id not in the store)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return np.zeros((0, self.dim), np.float32)
+        table = self._select(f"id IN ({', '.join(map(str, set(ids)))})", ["id", "vector"])
+        position = {row_id: n for n, row_id in enumerate(table.column("id").to_pylist())}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise KeyError(f"no row with id {missing[0]} in {self.folder.name!r}")
+        vectors = _vectors(table.column("vector").combine_chunks(), self.dim)
+        return vectors[[position[i] for i in ids]]
+
+    def id_of(self, key: str) -> int | None:
+        """The id of the row with this key, or None."""
+        ids = self._select(f"key = {_quote(str(key))}", ["id"]).column("id").to_pylist()
+        return ids[0] if ids else None
+
+    def keys(self) -> list[str]:
+        """Every key, in row-id order (the order rows were added)."""
+        table = pa.Table.from_batches(
+            list(self.iter_batches(columns=["id", "key"])),
+            schema=pa.schema([self._dataset.schema.field("id"), self._dataset.schema.field("key")]),
+        )
+        return table.sort_by("id").column("key").to_pylist()
+
+    def failures(self) -> list[dict[str, str]]:
+        """The last embed run's unreadable files: [{"key", "error"}]."""
+        return self.folder.read_json(FAILURES) if self.folder.exists(FAILURES) else []
+
+    def write_failures(self, failures: list[dict[str, str]]) -> None:
+        self.folder.write_json(FAILURES, failures)
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, queries: Any, k: int = 10, exact: bool = False, where: str | None = None) -> list[list[Hit]]:
+        """The `k` rows most similar (cosine) to each query ([Q, D] or [D], numpy or torch), best first,
+        among the rows matching the SQL filter `where` (e.g. "width > 1000", "taken_at >= '2024-01-01'",
+        "key LIKE '/photos/2024/%'"). Uses the ANN index unless `exact` or none is built; rows added
+        since the index was built are searched exactly either way."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        queries = self._as_vectors(queries, "queries")
+        if len(self) == 0:
+            return [[] for _ in queries]
+        info = self._config.get("index")
+        if exact or not self._has_vector_index():
+            return self._hits(*self.exact_top_k(queries, k, where))
+        return [self._ann_search(query, k, where, info["search"]) for query in queries]
+
+    def exact_top_k(self, queries: np.ndarray, k: int, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [Q, k'], scores [Q, k']) of exact search: the vectors are read in blocks of BLOCK_ROWS
+        rows, so memory stays bounded at any store size. `queries` must be normalised float32."""
+        best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+        best_ids = np.zeros((len(queries), 0), np.int64)
+        scanner = self._scanner(columns=["id", "vector"], filter=where, batch_size=BLOCK_ROWS)
+        for batch in self._guarded(scanner.to_batches(), where):
+            if batch.num_rows == 0:
+                continue
+            scores = queries @ _vectors(batch.column("vector"), self.dim).T
+            ids = batch.column("id").to_numpy()
+            all_scores = np.concatenate([best_scores, scores], axis=1)
+            all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+            if all_scores.shape[1] > k:
+                keep = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+                all_scores = np.take_along_axis(all_scores, keep, axis=1)
+                all_ids = np.take_along_axis(all_ids, keep, axis=1)
+            best_scores, best_ids = all_scores, all_ids
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        return np.take_along_axis(best_ids, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
+
+    def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        rows = {row["id"]: row for row in self.rows(np.unique(ids).tolist())}
+        return [
+            [_hit(rows[i], s) for i, s in zip(row_ids.tolist(), row_scores.tolist())]
+            for row_ids, row_scores in zip(ids, scores)
+        ]
+
+    def _ann_search(self, query: np.ndarray, k: int, where: str | None, params: dict[str, Any]) -> list[Hit]:
+        nearest = {"column": "vector", "q": query, "k": k, "metric": "dot", **params}
+        try:
+            table = self._dataset.to_table(columns=ROW_COLUMNS, nearest=nearest, filter=where, prefilter=True)
+        except ValueError as exc:
+            raise self._bad_filter(where, exc) from None
+        except (OSError, RuntimeError) as exc:
+            raise _lance_error(self.folder, exc) from None
+        scores = 1.0 - table.column("_distance").to_numpy()  # Lance's dot distance is 1 - dot
+        return [_hit(row, float(score)) for row, score in zip(table.select(ROW_COLUMNS).to_pylist(), scores)]
+
+    # ------------------------------------------------------------------ the ANN index
+
+    def _has_vector_index(self) -> bool:
+        info = self._config.get("index")
+        if not info or info["type"] == "flat":
+            return False
+        return any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+
+    def index_info(self) -> dict[str, Any]:
+        """The ANN index: {"type": "flat"|"hnsw"|"ivf_pq"|None, "rows_indexed", "rows_unindexed",
+        "recall@10", "built_at", "build_seconds", "search", ...}; type None when none was ever built.
+        Rows added since the build ("rows_unindexed") are searched exactly."""
+        info = dict(self._config.get("index") or {"type": None})
+        if info["type"] not in (None, "flat") and self._has_vector_index():
+            stats = self._dataset.stats.index_stats("vector_idx")
+            info["rows_indexed"] = stats["num_indexed_rows"]
+            info["rows_unindexed"] = stats["num_unindexed_rows"]
+        elif info["type"] is not None:
+            info["rows_unindexed"] = max(0, len(self) - info.get("rows_indexed", 0))
+        return info
+
+    def build_index(self, index_type: str = "auto", k: int = 10, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
+        """Build the ANN index chosen by size (see `torchclip.store.ann`), measure its recall@k against
+        exact search on up to `queries` stored vectors, and record both; returns `index_info()`."""
+        from torchclip.store.ann import build_vector_index, measure_recall
+
+        with self.writing():
+            info = build_vector_index(self, index_type)
+            self._config["index"] = info
+            self._dataset = self._open_table()
+            info.update(measure_recall(self, k, queries, seed))
+            self.folder.write_json(CONFIG, self._config)
+        return self.index_info()
+
+
+def _vectors(column: pa.Array, dim: int) -> np.ndarray:
+    """A fixed-size-list column as a [N, D] float32 array."""
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def _hit(row: dict[str, Any], score: float) -> Hit:
+    metadata = {name: row[name] for name in METADATA_COLUMNS if row.get(name) is not None}
+    return Hit(row["id"], row["key"], score, row.get("text") or "", metadata)
+
+
+def rows_table(
+    dim: int,
+    vector_dtype: str,
+    keys: Sequence[str],
+    vectors: np.ndarray,
+    texts: Sequence[str] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
+) -> pa.Table:
+    """Rows without ids as an Arrow table of `row_schema` minus `id`; `vectors` already normalised."""
+    schema = row_schema(dim, vector_dtype)
+    metadata = metadata or [{}] * len(keys)
+    columns: dict[str, Any] = {"key": list(keys)}
+    for name in METADATA_COLUMNS:
+        columns[name] = [entry.get(name) for entry in metadata]
+    columns["text"] = list(texts) if texts is not None else [""] * len(keys)
+    flat = np.ascontiguousarray(vectors, dtype=np.float16 if vector_dtype == "float16" else np.float32).ravel()
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    names = [name for name in schema.names if name != "id"]
+    return pa.table({name: columns[name] for name in names}, schema=pa.schema([schema.field(n) for n in names]))
