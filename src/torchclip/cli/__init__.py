@@ -14,10 +14,8 @@ import importlib
 import sys
 
 COMMANDS = [
-COMMANDS = [
     "classify", "similarity", "embed", "index", "search", "store", "convert", "export", "train", "eval", "bench",
     "serve",
-]
 ]
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
