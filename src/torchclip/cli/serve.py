@@ -67,13 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from torchclip.serve import ServeSettings, check_bind, create_app
+    from torchclip.serve.bind import check_bind
 
     if args.workers < 1 or args.max_queue < 1 or args.max_batch < 1 or args.max_upload <= 0:
         raise ValueError("--workers, --max-queue, --max-batch and --max-upload must be positive")
-    check_bind(args.host, args.token, args.insecure)
+    check_bind(args.host, args.token, args.insecure)  # before the slow imports: a refusal comes at once
+    import uvicorn
+
+    from torchclip.serve.app import ServeSettings, create_app
+
     settings = ServeSettings(
         store=args.store,
         model=args.model,

@@ -21,7 +21,6 @@ import binascii
 import contextlib
 import datetime
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -44,9 +43,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from torchclip.serve.batching import QueueFull, pixels_of, query_encoder, searcher
+from torchclip.serve.bind import check_bind, is_loopback
 from torchclip.serve.media import BadImage, Gone, Thumbnails, decode_upload, open_stored
 
-__all__ = ["ServeSettings", "check_bind", "create_app", "load_model_for"]
+__all__ = ["ServeSettings", "app_from_environment", "create_app", "load_model_for"]
 
 log = logging.getLogger("torchclip.serve")
 
@@ -87,24 +87,6 @@ class ServeSettings:
     refresh_seconds: float = 0.5
     device: str = "cpu"
     dtype: str = "float32"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: str | None, insecure: bool) -> None:
-    """Refuse to listen beyond this machine without a token (or an explicit --insecure)."""
-    if not _is_loopback(host) and not token and not insecure:
-        raise ValueError(
-            f"refusing to listen on {host} without --token: anyone who can reach it could read the collection "
-            "(pass --token T, or --insecure to accept that)"
-        )
 
 
 def load_model_for(store: Any, model: str | None, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
@@ -250,16 +232,16 @@ class Metrics:
             registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
         )
-        self.embed_seconds = Histogram(
-            "torchclip_embed_seconds",
-            "time of one batched forward pass",
+        self.batch_seconds = Histogram(
+            "torchclip_batch_seconds",
+            "time of one batched call: a forward pass (kind text or image) or a store search (kind search)",
             ["kind"],
             registry=self.registry,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
         )
         self.batch_size = Histogram(
-            "torchclip_embed_batch_size",
-            "queries per forward pass",
+            "torchclip_batch_size",
+            "queries per batched call",
             ["kind"],
             registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64),
@@ -273,7 +255,7 @@ class Metrics:
 
     def on_batch(self, kind: str, size: int, seconds: float) -> None:
         """Record one batched call: kind "text", "image" (a forward pass) or "search"."""
-        self.embed_seconds.labels(kind).observe(seconds)
+        self.batch_seconds.labels(kind).observe(seconds)
         self.batch_size.labels(kind).observe(size)
 
 
@@ -288,7 +270,7 @@ class Guard:
     def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics):
         self.app = app
         self.token = settings.token.encode() if settings.token else None
-        self.loopback_only = _is_loopback(settings.host) and not settings.token
+        self.loopback_only = is_loopback(settings.host) and not settings.token
         self.search_body = math.ceil(settings.max_upload * 4 / 3) + 1024 * 1024  # base64 plus the JSON around it
         self.metrics = metrics
 
@@ -323,7 +305,7 @@ class Guard:
         headers = dict(scope.get("headers", []))
         if self.loopback_only:
             host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0]
-            if not _is_loopback(host):
+            if not is_loopback(host):
                 return _error(400, "this service answers only requests addressed to localhost (Host header)")
         path = scope.get("path", "")
         if self.token and (path.startswith("/api/") or path == "/metrics") and path != "/api/login":

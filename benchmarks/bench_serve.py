@@ -1,0 +1,228 @@
+"""`torchclip serve` under load: latency (p50/p99) and QPS of text, image and key ("more like this") queries at
+1 and 16 concurrent clients, against a real server process on 127.0.0.1 with the bundled model, side by side
+in one run with:
+
+- the same server with micro-batching off (`--max-batch 1`): what batching buys at 16 clients;
+- `torchclip search STORE QUERY` run in a loop (a process per query): what a resident service buys.
+
+The store holds `--rows` random unit vectors of the bundled model's dimension (their keys name no files:
+image queries upload a generated photo, key queries pick stored keys), searched exactly unless `--index`
+builds the store's ANN index first. Clients are threads with keep-alive connections in this process, so on
+a 2-core machine they share the CPUs with the server: the figures are the whole system's.
+
+    flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py                 # 100,000 rows
+    flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py --rows 1000000 --index
+
+Target (issue 13): 16 concurrent clients with text queries >= 3x the QPS of one client at a time, p99 <= 4x p50,
+no error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from torchclip.convert import load
+from torchclip.store import EmbeddingStore, model_fingerprint
+
+BUNDLED = Path(__file__).resolve().parent.parent / "src" / "torchclip" / "data" / "default_model"
+WORDS = ["red", "blue", "green", "yellow", "circle", "square", "star", "a photo of", "small", "large", "bright"]
+
+
+def make_store(folder: Path, rows: int, seed: int = 0) -> tuple[Path, list[str]]:
+    """A store of `rows` random unit vectors made by the bundled model's identity; returns (store, some keys)."""
+    model, _ = load(BUNDLED)
+    dim = model.config.projection_dim
+    identity = {"name": str(BUNDLED), "fingerprint": model_fingerprint(model), "dim": dim}
+    store = EmbeddingStore.create(folder, kind="image", model=identity, source=None)
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, 100_000):
+        count = min(100_000, rows - start)
+        vectors = rng.standard_normal((count, dim), dtype=np.float32)
+        keys = [f"/bench/photos/{n:08d}.jpg" for n in range(start, start + count)]
+        store.add(keys, vectors, metadata=[{"width": 640 + n % 3000, "height": 480} for n in range(count)])
+    return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]
+
+
+def query_photo() -> str:
+    """A generated 640x480 JPEG, base64, as a client would upload it."""
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, store: Path, *options: str):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        command = [
+            sys.executable,
+            "-m",
+            "torchclip.cli",
+            "serve",
+            str(store),
+            "--port",
+            self.url.rsplit(":", 1)[1],
+            "--log-level",
+            "warning",
+            *options,
+        ]
+        self.process = subprocess.Popen(command)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError("torchclip serve did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def run_clients(url: str, clients: int, per_client: int, body_of: Callable[[int], dict]) -> dict[str, float]:
+    """`clients` threads, each sending `per_client` searches one after another; latency and QPS of them all."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for n in range(per_client):
+                start = time.perf_counter()
+                response = http.post("/api/search", json=body_of(index * per_client + n))
+                took = time.perf_counter() - start
+                with lock:
+                    latencies.append(took)
+                    errors[0] += response.status_code != 200
+
+    with ThreadPoolExecutor(clients) as pool:  # warm-up: one query per client
+        list(pool.map(lambda i: httpx.post(url + "/api/search", json=body_of(i), timeout=120), range(clients)))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "qps": len(ordered) / elapsed,
+        "p50": statistics.median(ordered) * 1000,
+        "p99": ordered[max(0, int(round(0.99 * len(ordered))) - 1)] * 1000,
+        "errors": errors[0],
+        "queries": len(ordered),
+    }
+
+
+def cli_loop(store: Path, repeats: int) -> dict[str, float]:
+    """`torchclip search STORE TEXT` as a process per query."""
+    latencies = []
+    for n in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "torchclip.cli", "search", str(store), f"a red circle {n}", "-k", "20"],
+            check=True,
+            capture_output=True,
+        )
+        latencies.append(time.perf_counter() - start)
+    ordered = sorted(latencies)
+    return {
+        "qps": repeats / sum(ordered),
+        "p50": statistics.median(ordered) * 1000,
+        "p99": ordered[-1] * 1000,
+        "errors": 0,
+        "queries": repeats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--index", action="store_true", help="build the store's ANN index first (else exact search)")
+    parser.add_argument("--queries", type=int, default=400, help="queries per measurement (split among clients)")
+    parser.add_argument("--cli-repeats", type=int, default=3)
+    parser.add_argument("--kinds", default="text,image,key")
+    args = parser.parse_args()
+    photo = query_photo()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        store, keys = make_store(Path(tmp) / "bench.emb", args.rows)
+        made = f"{args.rows:,} rows made in {time.perf_counter() - start:.1f} s"
+        if args.index:
+            info = EmbeddingStore(store).build_index()
+            made += f"; index {info['type']} recall@10 {info.get('recall@10')}"
+        print(made, flush=True)
+        bodies = {
+            "text": lambda n: {"text": f"{WORDS[n % len(WORDS)]} {WORDS[(n * 7) % len(WORDS)]} {n}", "k": 20},
+            "image": lambda n: {"image": photo, "k": 20},
+            "key": lambda n: {"key": keys[n % len(keys)], "k": 20},
+        }
+        rows = []
+        for label, options in (("batched", ()), ("batching off", ("--max-batch", "1"))):
+            server = Server(store, *options)
+            try:
+                for kind in args.kinds.split(","):
+                    for clients in (1, 16):
+                        if label == "batching off" and clients == 1:
+                            continue  # identical to batched at 1 client
+                        per_client = max(1, args.queries // clients // (4 if kind == "image" else 1))
+                        result = run_clients(server.url, clients, per_client, bodies[kind])
+                        rows.append((kind, clients, label, result))
+                        print(
+                            f"{kind:6} {clients:2} clients {label:13} {result['qps']:7.1f} QPS  p50 "
+                            f"{result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                            flush=True,
+                        )
+            finally:
+                server.stop()
+        loop = cli_loop(store, args.cli_repeats)
+        rows.append(("text", 1, "`torchclip search` loop", loop))
+    print(
+        f"\nbench_serve, {datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {args.rows:,} rows, "
+        f"{'ANN index' if args.index else 'exact search'}\n"
+    )
+    print("| query | clients | server | QPS | p50 ms | p99 ms | p99/p50 | errors |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for kind, clients, label, r in rows:
+        print(
+            f"| {kind} | {clients} | {label} | {r['qps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{r['p99'] / r['p50']:.1f} | {r['errors']} |"
+        )
+    by = {(kind, clients, label): r for kind, clients, label, r in rows}
+    for kind in args.kinds.split(","):
+        one, many = by[(kind, 1, "batched")], by[(kind, 16, "batched")]
+        off = by[(kind, 16, "batching off")]
+        print(
+            f"\n{kind}: 16 clients / 1 client = {many['qps'] / one['qps']:.2f}x QPS; "
+            f"batched / batching off at 16 clients = {many['qps'] / off['qps']:.2f}x",
+            end="",
+        )
+    print(f"\nserver / `torchclip search` loop, 1 client, text: {by[('text', 1, 'batched')]['qps'] / loop['qps']:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
