@@ -172,6 +172,8 @@ def test_thumbnail_and_original_bytes_with_etag(api, main):
     cached = list((main.store / ".thumbnails").glob(f"{hit['id']}-*.jpg"))
     assert len(cached) == 1 and cached[0].read_bytes() == thumbnail.content
     assert api.get(hit["thumbnail"], headers={"if-none-match": thumbnail.headers["etag"]}).status_code == 304
+    item = api.get(f"/api/item/{hit['id']}").json()
+    assert item["key"] == hit["key"] and item["size"] == len(original.content) and item["image"] == hit["image"]
 
 
 def test_stats_health_and_metrics(api, main):
