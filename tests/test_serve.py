@@ -425,10 +425,10 @@ def test_burst_beyond_the_queue_gets_503s_not_a_crash():
 
     def one(n: int) -> int:
         with live.client() as client:
-            return client.post("/api/search", json={"text": f"a long query about a red circle {n} " * 6}).status_code
+            return client.post("/api/search", json={"text": f"a red circle number {n}"}).status_code
 
     with ThreadPoolExecutor(64) as pool:
-        statuses = list(pool.map(one, range(96)))
+        statuses = list(pool.map(one, range(64)))
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) > 0, statuses
     with live.client() as client:
         assert client.get("/healthz").status_code == 200
