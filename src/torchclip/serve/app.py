@@ -140,18 +140,18 @@ class SearchRequest(_Query):
 QUERY_FIELDS = ("text", "image", "key", "id", "vector")
 
 
-def _the_query(query: _Query, where: str) -> tuple[str, Any]:
-    """(field, value) of the one query field set in `query`; `where` names it in errors."""
+def _the_query(query: _Query, label: str) -> tuple[str, Any]:
+    """(field, value) of the one query field set in `query`; `label` names it in errors."""
     given = [name for name in QUERY_FIELDS if getattr(query, name) is not None]
     if len(given) != 1:
         got = ", ".join(given) if given else "none"
-        raise ApiError(400, f"{where}: give exactly one of {', '.join(QUERY_FIELDS)} (got {got})")
+        raise ApiError(400, f"{label}: give exactly one of {', '.join(QUERY_FIELDS)} (got {got})")
     name = given[0]
     value = getattr(query, name)
     if isinstance(value, str) and "\x00" in value:
-        raise ApiError(400, f"{where}: {name} contains a NUL character")
+        raise ApiError(400, f"{label}: {name} contains a NUL character")
     if name == "text" and not value.strip():
-        raise ApiError(400, f"{where}: text is empty")
+        raise ApiError(400, f"{label}: text is empty")
     return name, value
 
 
@@ -449,30 +449,29 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             metrics.rejected.inc()
             raise ApiError(503, str(exc), {"retry-after": "1"}) from None
 
-    async def vector_of(store: Any, name: str, value: Any, where: str) -> np.ndarray:
+    async def vector_of(store: Any, name: str, value: Any, label: str) -> np.ndarray:
         """The normalised embedding of one query field."""
         dim = int(store.model.get("dim") or 0)
         if name == "text":
             vector = await queued(encoder.submit("text", value))
         elif name == "image":
-            data = _base64(value, where, settings.max_upload)
+            data = _base64(value, label, settings.max_upload)
             try:
                 image = await run_in_threadpool(decode_upload, data)
                 pixels = await run_in_threadpool(pixels_of, processor, image)
             except BadImage as exc:
-                raise ApiError(400, f"{where}: {exc}") from None
+                raise ApiError(400, f"{label}: {exc}") from None
             vector = await queued(encoder.submit("image", pixels))
         elif name == "vector":
             vector = np.asarray(value, dtype=np.float32)
             if dim and vector.shape != (dim,):
-                raise ApiError(400, f"{where}: vector has {vector.size} numbers; this store's embeddings have {dim}")
+                raise ApiError(400, f"{label}: vector has {vector.size} numbers; this store's embeddings have {dim}")
             if not np.isfinite(vector).all() or not np.any(vector):
-                raise ApiError(400, f"{where}: vector must be finite and not all zero")
+                raise ApiError(400, f"{label}: vector must be finite and not all zero")
         else:
-            item_id = store.id_of(value) if name == "key" else value
-            if item_id is None or not await run_in_threadpool(_exists, store, item_id):
-                raise ApiError(404, f"{where}: no stored item with {name} {_short(value)}")
-            vector = (await run_in_threadpool(store.vectors_of, [item_id]))[0]
+            vector = await run_in_threadpool(_stored_vector, store, name, value)
+            if vector is None:
+                raise ApiError(404, f"{label}: no stored item with {name} {_short(value)}")
         vector = np.asarray(vector, dtype=np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
@@ -611,25 +610,29 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _base64(value: str, where: str, max_bytes: int) -> bytes:
+def _base64(value: str, label: str, max_bytes: int) -> bytes:
     if value.startswith("data:"):
         value = value.partition(",")[2]
     if len(value) > math.ceil(max_bytes * 4 / 3) + 4:
-        raise ApiError(413, f"{where}: the image is larger than {max_bytes:,} bytes (see --max-upload)")
+        raise ApiError(413, f"{label}: the image is larger than {max_bytes:,} bytes (see --max-upload)")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, f"{where}: image is not valid base64") from None
+        raise ApiError(400, f"{label}: not valid base64") from None
     if len(data) > max_bytes:
-        raise ApiError(413, f"{where}: the image is larger than {max_bytes:,} bytes (see --max-upload)")
+        raise ApiError(413, f"{label}: the image is larger than {max_bytes:,} bytes (see --max-upload)")
     return data
 
 
-def _exists(store: Any, item_id: int) -> bool:
+def _stored_vector(store: Any, name: str, value: Any) -> np.ndarray | None:
+    """The vector of the stored item with this key (name "key") or id, or None when there is none."""
+    item_id = store.id_of(value) if name == "key" else value
+    if item_id is None:
+        return None
     try:
-        return bool(store.rows([item_id]))
-    except (KeyError, IndexError, ValueError):
-        return False
+        return store.vectors_of([item_id])[0]
+    except KeyError:
+        return None
 
 
 def _parse_id(item_id: str) -> int:

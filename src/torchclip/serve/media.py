@@ -62,6 +62,8 @@ def _decode(source: Any, max_pixels: int, what: str) -> Image.Image:
         raise
     except Image.DecompressionBombWarning as exc:
         raise BadImage(f"{what} is too large to decode ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{what} is not a readable image (not a format Pillow knows)") from None
     except _IMAGE_ERRORS as exc:
         raise BadImage(f"{what} is not a readable image ({type(exc).__name__}: {exc})") from None
 
