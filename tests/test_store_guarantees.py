@@ -159,8 +159,8 @@ def test_a_source_of_unreadable_files_stops_after_a_bounded_number_in_a_row(phot
     with pytest.raises(RuntimeError, match=r"stopped after 4 unreadable files in a row \(4 tried, 0 embedded"):
         run_update(tmp_path / "store", broken, tiny, max_consecutive_failures=3)
     assert len(EmbeddingStore(tmp_path / "store").failures()) == 4
-    for n in range(0, 10, 2):  # good and bad files alternate: never 3 bad in a row, so the run completes
-        (photos / f"zz_bad_{n}.jpg").write_bytes(b"not a jpeg")
+    for photo in sorted(photos.iterdir())[::2]:  # good and bad files alternate: never 3 bad in a row
+        (photos / f"{photo.stem}z.jpg").write_bytes(b"not a jpeg")
     report = run_update(tmp_path / "mixed", photos, tiny, max_consecutive_failures=3)
     assert report.added == 10 and len(report.failures) == 5
 
