@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -70,12 +69,15 @@ def generate(folder: Path, rows: int, vector_dtype: str) -> dict:
 
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
-    store = EmbeddingStore.create(folder, kind="image", model={"name": "bench", "fingerprint": None, "dim": DIM},
-                                  vector_dtype=vector_dtype)
+    store = EmbeddingStore.create(
+        folder, kind="image", model={"name": "bench", "fingerprint": None, "dim": DIM}, vector_dtype=vector_dtype
+    )
     for start in range(0, rows, COMMIT_ROWS):
         count = min(COMMIT_ROWS, rows - start)
-        metadata = [{"size": 100_000 + i % 5000, "mtime": 1.7e9 + i, "width": 640 + i % 3000, "height": 480}
-                    for i in range(start, start + count)]
+        metadata = [
+            {"size": 100_000 + i % 5000, "mtime": 1.7e9 + i, "width": 640 + i % 3000, "height": 480}
+            for i in range(start, start + count)
+        ]
         store.add([key(i) for i in range(start, start + count)], mixture(count, seed=start), metadata=metadata)
     return {"generate_s": time.perf_counter() - started, "rows": len(store)}
 
@@ -197,8 +199,22 @@ def measure_old(folder: Path, old_module: str, rows: int, generate_rows: bool) -
 
 
 def in_process(step: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--step", step, "--rows", str(args.rows), "--folder", str(args.folder),
-               "--vector-dtype", args.vector_dtype, "--type", args.type, "--old-module", str(args.old_module)]
+    command = [
+        sys.executable,
+        __file__,
+        "--step",
+        step,
+        "--rows",
+        str(args.rows),
+        "--folder",
+        str(args.folder),
+        "--vector-dtype",
+        args.vector_dtype,
+        "--type",
+        args.type,
+        "--old-module",
+        str(args.old_module),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"step {step} failed:\n{done.stderr[-3000:]}")
@@ -213,8 +229,11 @@ def main() -> None:
     parser.add_argument("--type", default="auto", help="index type for the build (auto: by size)")
     parser.add_argument("--old-module", type=Path, default=Path("/tmp/old_index.py"))
     parser.add_argument("--no-old", action="store_true", help="skip torchclip 0.1's store")
-    parser.add_argument("--step", default="all",
-                        choices=["all", "generate", "build", "ann-rss", "measure", "old-generate", "old-measure", "report"])
+    parser.add_argument(
+        "--step",
+        default="all",
+        choices=["all", "generate", "build", "ann-rss", "measure", "old-generate", "old-measure", "report"],
+    )
     parser.add_argument("--json", type=Path, default=None, help="all: write the figures here too")
     args = parser.parse_args()
     lance_folder, old_folder = args.folder / "lance.emb", args.folder / "old.emb"
@@ -271,8 +290,7 @@ def report(figures: dict) -> str:
         f"| first exact query | {cell(new['exact_first_s'], ' s')} | {cell(old.get('exact_first_s'), ' s')} | |",
         f"| exact query (median) | {cell(new['exact_p50_s'], ' s')} | {cell(old.get('exact_p50_s'), ' s')} | "
         "<= 3 s at 10M |",
-        f"| ANN query k=10 p50 / p99 | {new['ann_p50_ms']:.1f} / {new['ann_p99_ms']:.1f} ms | - | "
-        "<= 20 / 100 ms |",
+        f"| ANN query k=10 p50 / p99 | {new['ann_p50_ms']:.1f} / {new['ann_p99_ms']:.1f} ms | - | <= 20 / 100 ms |",
         f"| ANN recall@10 vs exact | {new['recall@10']:.4f} | - | >= 0.95 |",
         f"| recall@10 measured at build | {index['recall@10']:.4f} ({index['recall_queries']} stored vectors) | - | |",
         f"| RSS: open + exact queries | {new['exact_rss_mb']:.0f} MB | {cell(old.get('exact_rss_mb'), ' MB', 0)} | |",

@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -34,8 +33,9 @@ def photos(tmp_path):
 def run_update(store, source, tiny, **kwargs):
     model, processor = tiny
     options = dict(batch_size=2, num_workers=0, commit_every=4, progress=False) | kwargs
-    return update_store(store, image_items(source), model, processor, kind="image", model_name="tiny",
-                        source=str(source), **options)
+    return update_store(
+        store, image_items(source), model, processor, kind="image", model_name="tiny", source=str(source), **options
+    )
 
 
 def contents(folder) -> dict[str, np.ndarray]:
@@ -66,8 +66,12 @@ with writer_lock(sys.argv[1]):
 
 def test_a_second_writer_stops_with_a_clear_error(photos, tmp_path, tiny):
     run_update(tmp_path / "store", photos, tiny)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "store")], stdout=subprocess.PIPE,
-                              text=True, env=subprocess_env())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "store")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         (photos / "red_circle_0.jpg").unlink()
@@ -87,10 +91,28 @@ def test_two_embed_runs_at_once_leave_a_healthy_store(photos, tmp_path, tiny):
     store afterwards holds every photo once (a plain re-run completes whatever the stopped one left)."""
     model_dir = save_tiny_model(tmp_path / "model")
     run_update(tmp_path / "reference", photos, tiny)
-    args = [sys.executable, "-m", "torchclip.cli", "embed", str(photos), "--out", str(tmp_path / "store"),
-            "--model", str(model_dir), "--batch-size", "2", "--commit-every", "2", "--workers", "0", "--quiet"]
-    runs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-            for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "torchclip.cli",
+        "embed",
+        str(photos),
+        "--out",
+        str(tmp_path / "store"),
+        "--model",
+        str(model_dir),
+        "--batch-size",
+        "2",
+        "--commit-every",
+        "2",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+    runs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        for _ in range(2)
+    ]
     results = [(run.wait(), run.stderr.read()) for run in runs]
     for code, stderr in results:
         assert code == 0 or (code == 2 and "is being written by process" in stderr), stderr[-2000:]
@@ -111,12 +133,26 @@ sys.exit(main(sys.argv[2:]))
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(photos, tmp_path, tiny):
     model_dir = save_tiny_model(tmp_path / "model")
     run_update(tmp_path / "reference", photos, tiny)
-    args = ["embed", str(photos), "--out", str(tmp_path / "store"), "--model", str(model_dir), "--batch-size", "1",
-            "--commit-every", "1", "--workers", "0", "--quiet"]
+    args = [
+        "embed",
+        str(photos),
+        "--out",
+        str(tmp_path / "store"),
+        "--model",
+        str(model_dir),
+        "--batch-size",
+        "1",
+        "--commit-every",
+        "1",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     delays = random.Random(0).sample([x / 10 for x in range(20, 60)], 4)  # past start-up, inside the embedding
     for delay in sorted(delays):
-        killed = subprocess.run([sys.executable, "-c", KILL_AFTER, str(delay), *args], capture_output=True,
-                                text=True, env=subprocess_env())
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AFTER, str(delay), *args], capture_output=True, text=True, env=subprocess_env()
+        )
         assert killed.returncode in (-signal.SIGKILL, 0), killed.stderr[-2000:]
         if (tmp_path / "store" / "store.json").is_file():
             assert set(contents(tmp_path / "store")) <= set(contents(tmp_path / "reference"))  # a committed state

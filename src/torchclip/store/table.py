@@ -452,11 +452,19 @@ class EmbeddingStore:
             table, self.folder.uri(TABLE), mode="append", storage_options=self.folder.storage_options
         )
 
+    def reserve_ids(self, count: int) -> int:
+        """Hand out `count` fresh row ids (the first is returned): next_id is raised and saved before any
+        row uses them, so a kill in between only skips ids. For writers that commit rows themselves
+        (e.g. Lance fragments written by Ray workers); call it holding `writing()`."""
+        with self.writing():
+            start = self._config["next_id"]
+            self._config["next_id"] = start + count
+            self.folder.write_json(CONFIG, self._config)
+        return start
+
     def _with_ids(self, table: pa.Table) -> pa.Table:
-        """`table` with fresh row ids; next_id is raised (committed) before the rows are."""
-        start = self._config["next_id"]
-        self._config["next_id"] = start + len(table)
-        self.folder.write_json(CONFIG, self._config)
+        """`table` with fresh row ids (see `reserve_ids`)."""
+        start = self.reserve_ids(len(table))
         ids = pa.array(np.arange(start, start + len(table), dtype=np.int64))
         return table.add_column(0, pa.field("id", pa.int64(), nullable=False), ids).select(self._dataset.schema.names)
 
