@@ -117,7 +117,9 @@ def test_two_embed_runs_at_once_leave_a_healthy_store(photos, tmp_path, tiny):
     for code, stderr in results:
         assert code == 0 or (code == 2 and "is being written by process" in stderr), stderr[-2000:]
     assert any(code == 0 for code, _ in results)
-    assert subprocess.run(args, capture_output=True, env=subprocess_env()).returncode == 0
+    if any(code != 0 for code, _ in results):  # the stopped run changed nothing; a plain re-run has nothing to add
+        rerun = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+        assert rerun.returncode == 0 and "(0 new, 0 removed, 10 unchanged)" in rerun.stdout
     assert_same(tmp_path / "store", tmp_path / "reference")
 
 
@@ -148,7 +150,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(photos
         "0",
         "--quiet",
     ]
-    delays = random.Random(0).sample([x / 10 for x in range(20, 60)], 4)  # past start-up, inside the embedding
+    delays = random.Random(0).sample([x / 10 for x in range(20, 60)], 3)  # past start-up, inside the embedding
     for delay in sorted(delays):
         killed = subprocess.run(
             [sys.executable, "-c", KILL_AFTER, str(delay), *args], capture_output=True, text=True, env=subprocess_env()

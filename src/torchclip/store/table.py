@@ -313,6 +313,7 @@ class EmbeddingStore:
             raise ValueError(f"{self.folder.uri(CONFIG)!r}: unsupported store format {config.get('format')!r}")
         self._config = config
         self._dataset = self._open_table()
+        self._indexed_generation: tuple[int, bool] = (-1, False)
 
     @classmethod
     def create(
@@ -666,22 +667,26 @@ class EmbeddingStore:
     # ------------------------------------------------------------------ the ANN index
 
     def _has_vector_index(self) -> bool:
-        info = self._config.get("index")
-        if not info or info["type"] == "flat":
-            return False
-        return any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+        """Whether this generation has the vector index store.json describes (looked up once per generation)."""
+        if self._indexed_generation[0] != self.generation:
+            info = self._config.get("index")
+            present = bool(info) and info["type"] != "flat"
+            present = present and any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+            self._indexed_generation = (self.generation, present)
+        return self._indexed_generation[1]
 
     def index_info(self) -> dict[str, Any]:
         """The ANN index: {"type": "flat"|"hnsw"|"ivf_pq"|None, "rows_indexed", "rows_unindexed",
         "recall@10", "built_at", "build_seconds", "search", ...}; type None when none was ever built.
         Rows added since the build ("rows_unindexed") are searched exactly."""
-        info = dict(self._config.get("index") or {"type": None})
+        info = {"type": None, "rows_indexed": 0, "recall@10": None, "built_at": None}
+        info.update(self._config.get("index") or {})
         if info["type"] not in (None, "flat") and self._has_vector_index():
             stats = self._dataset.stats.index_stats("vector_idx")
             info["rows_indexed"] = stats["num_indexed_rows"]
             info["rows_unindexed"] = stats["num_unindexed_rows"]
-        elif info["type"] is not None:
-            info["rows_unindexed"] = max(0, len(self) - info.get("rows_indexed", 0))
+        else:
+            info["rows_unindexed"] = max(0, len(self) - info["rows_indexed"])
         return info
 
     def build_index(self, index_type: str = "auto", k: int = 10, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
