@@ -215,3 +215,25 @@ def test_a_store_on_s3_compatible_object_storage(tmp_path):
         assert again.rows([5])[0]["key"] == "/photos/5.jpg"
     finally:
         server.stop()
+
+
+def test_search_and_index_commands_with_a_filter(tmp_path, capsys):
+    from apps_fixtures import save_tiny_model
+
+    photos = tmp_path / "photos"
+    synthetic_photos(photos, ["red circle", "blue square", "green star"], per_class=2)
+    model = str(save_tiny_model(tmp_path / "model"))
+    store = str(tmp_path / "store")
+    assert main(["embed", str(photos), "--out", store, "--model", model, "--workers", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", store, "a red circle", "-k", "5", "--where", "key LIKE '%red_circle%'", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)[0]["results"]
+    assert len(results) == 2 and all("red_circle" in hit["key"] for hit in results)
+    assert {"id", "key", "score", "width", "height", "size", "mtime"} <= set(results[0])
+    assert main(["search", store, "a red circle", "--where", "nosuch = 1"]) == 2
+    assert "bad filter 'nosuch = 1'" in capsys.readouterr().err
+    assert main(["index", store]) == 0
+    assert "flat index over 6 vectors; recall@10 against exact search 1.0000" in capsys.readouterr().out
+    assert main(["store", "info", store, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 6 and info["index"]["type"] == "flat" and info["model"]["name"] == model
