@@ -35,9 +35,12 @@ def filled_store(folder, rows: int = 3000, **options) -> tuple[EmbeddingStore, n
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf_pq"])
 def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_path, index_type):
     store, vectors = filled_store(tmp_path / "store")
+    store.add([f"/more/{i}.jpg" for i in range(100)], clustered(100, seed=9))  # a second fragment
+    store.remove(["/more/0.jpg"])
     info = store.build_index(index_type, queries=200)
-    assert info["type"] == index_type and info["rows_indexed"] == 3000 and info["rows_unindexed"] == 0
+    assert info["type"] == index_type and info["rows_indexed"] == 3099 and info["rows_unindexed"] == 0
     assert info["recall@10"] >= 0.9 and info["recall_queries"] == 200
+    assert len(store.dataset.get_fragments()) == 1  # the build compacted the commits' fragments
     queries = clustered(20, seed=1)
     exact = store.search(queries, k=10, exact=True)
     approximate = store.search(queries, k=10)
