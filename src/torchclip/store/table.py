@@ -326,9 +326,11 @@ class EmbeddingStore:
         vector_dtype: str = "float32",
         storage_options: dict[str, str] | None = None,
         next_id: int = 0,
+        replace: bool = False,
     ) -> EmbeddingStore:
         """A new, empty store. `model` must give "dim"; "name" and "fingerprint" say which model made the
-        vectors (None for bring-your-own vectors). Refuses a folder that holds anything but a store."""
+        vectors (None for bring-your-own vectors). Refuses a folder that holds anything but a store, and an
+        existing store unless `replace` (its rows are then discarded; `next_id` keeps ids unique)."""
         if kind not in ("image", "text"):
             raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
         if not model or not isinstance(model.get("dim"), int) or model["dim"] < 1:
@@ -336,6 +338,8 @@ class EmbeddingStore:
         schema = row_schema(model["dim"], vector_dtype)
         location = _Folder(folder, storage_options)
         check_folder_is_a_store_or_empty(folder)
+        if location.exists(CONFIG) and not replace:
+            raise FileExistsError(f"{location.name!r} is already an embedding store (pass replace=True to start over)")
         with writer_lock(location):
             location.remove_tree(TABLE)  # a store being replaced (--rebuild), or a create that was killed
             location.remove_tree(PARTS)
