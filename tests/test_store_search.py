@@ -52,6 +52,8 @@ def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_pat
     for i in (0, 17, 49):  # ... and found at once, exactly
         top = store.search(new[i], k=1)[0][0]
         assert top.key == f"/new/{i}.jpg" and top.score == pytest.approx(1.0, abs=1e-5)
+    filtered = store.search(vectors[:5], k=10, where="key LIKE '/new/%'")  # through the index, prefiltered
+    assert all(len(hits) == 10 and all(h.key.startswith("/new/") for h in hits) for hits in filtered)
     store.remove(["/photos/00007.jpg"])
     assert "/photos/00007.jpg" not in [hit.key for hit in store.search(vectors[7], k=5)[0]]
 
