@@ -1,5 +1,5 @@
 """The applications end to end through the real command line, in subprocesses: classify, embed + search,
-resume after a kill, incremental updates, unreadable files, plots, faiss, help and errors.
+resume after a kill, incremental updates, unreadable files, plots, the ANN index, help and errors.
 
 The model is the bundled one (with checks of what it should get right); a tiny random model stands in
 only while the package has no bundled model."""

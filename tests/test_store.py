@@ -181,6 +181,8 @@ def test_exact_search_and_refusals(photos, tmp_path, tiny):
         run_update(photos, photos, tiny)
     with pytest.raises(FileNotFoundError, match="no store.json"):
         EmbeddingStore(tmp_path)
+    with pytest.raises(FileExistsError, match="is already an embedding store"):
+        EmbeddingStore.create(tmp_path / "store", model={"dim": 32})
     with pytest.raises(ValueError, match=r"queries must be \[N, 32\]"):
         store.search(np.zeros((2, 7)))
     with pytest.raises(ValueError, match="k must be at least 1"):

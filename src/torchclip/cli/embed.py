@@ -103,6 +103,7 @@ def add_own_vectors(args: argparse.Namespace) -> int:
             model=model,
             source=str(Path(args.vectors).resolve()),
             vector_dtype=args.vector_dtype,
+            replace=args.rebuild,
         )
     step = 65_536
     with store.writing():

@@ -114,8 +114,32 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _in_list(column: str, values: Sequence[Any]) -> str:
+    """A filter `column IN (...)` for string or integer values."""
+    literals = (_quote(v) if isinstance(v, str) else str(int(v)) for v in values)
+    return f"{column} IN ({', '.join(literals)})"
+
+
 def _is_uri(folder: str) -> bool:
     return "://" in folder and not folder.startswith("file://")
+
+
+def _filesystem(uri: str, options: dict[str, str]) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) for an object-store URI; S3 takes the same options as Lance
+    (aws_access_key_id, aws_secret_access_key, aws_region, aws_endpoint, allow_http), else the environment."""
+    from pyarrow import fs
+
+    if not uri.startswith("s3://"):
+        return fs.FileSystem.from_uri(uri)
+    endpoint = options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL")
+    s3 = fs.S3FileSystem(
+        access_key=options.get("aws_access_key_id"),
+        secret_key=options.get("aws_secret_access_key"),
+        region=options.get("aws_region") or os.environ.get("AWS_REGION", "us-east-1"),
+        endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+    )
+    return s3, uri.removeprefix("s3://")
 
 
 class _Folder:
@@ -127,17 +151,7 @@ class _Folder:
         self.remote = _is_uri(self.name)
         self.storage_options = storage_options
         if self.remote:
-            from pyarrow import fs
-
-            self._fs, self._root = fs.FileSystem.from_uri(self.name)
-            if storage_options and hasattr(fs, "S3FileSystem") and isinstance(self._fs, fs.S3FileSystem):
-                self._fs = fs.S3FileSystem(
-                    access_key=storage_options.get("aws_access_key_id"),
-                    secret_key=storage_options.get("aws_secret_access_key"),
-                    region=storage_options.get("aws_region", storage_options.get("region")),
-                    endpoint_override=storage_options.get("aws_endpoint", storage_options.get("endpoint")),
-                    allow_bucket_creation=False,
-                )
+            self._fs, self._root = _filesystem(self.name, storage_options or {})
         self.path = None if self.remote else Path(self.name)
 
     def uri(self, name: str) -> str:
@@ -248,13 +262,35 @@ def check_folder_is_a_store_or_empty(folder: str | os.PathLike) -> None:
         raise FileExistsError(f"{str(path)!r} exists and is not an embedding store; choose an empty or new folder")
 
 
-def _lance_error(folder: _Folder, exc: Exception) -> Exception:
-    """Lance's error as a StoreDamagedError naming the store (Lance's own message names the file)."""
-    message = str(exc).split(", /home/runner")[0]  # drop the Rust source location Lance appends
+def _lance_error(folder: _Folder, exc: Exception, dataset: lance.LanceDataset | None = None) -> Exception:
+    """Lance's error as a StoreDamagedError naming the store and, where it can be found, the file."""
+    message = str(exc).split(", /")[0]  # drop the Rust source location Lance appends
+    damaged = _damaged_files(folder, dataset) if dataset is not None else []
+    where = f"{', '.join(map(repr, damaged))} cannot be read" if damaged else "a file of the store cannot be read"
     return StoreDamagedError(
-        f"{folder.name!r}: a file of the store cannot be read ({message}); run `torchclip embed` on its "
-        "source again to repair it"
+        f"{folder.name!r}: {where} ({message}); run `torchclip embed` on its source again to repair it"
     )
+
+
+def _damaged_files(folder: _Folder, dataset: lance.LanceDataset) -> list[str]:
+    """The data files of this version that are missing, truncated or unreadable (read in full: only
+    called once something failed)."""
+    damaged = []
+    for fragment in dataset.get_fragments():
+        paths = [folder.uri(f"{TABLE}/data/{data_file.path}") for data_file in fragment.data_files()]
+        sizes = [data_file.file_size_bytes for data_file in fragment.data_files()]
+        if folder.path is not None and any(
+            not os.path.isfile(path) or (size is not None and os.path.getsize(path) != size)
+            for path, size in zip(paths, sizes)
+        ):
+            damaged += paths
+            continue
+        try:
+            for _ in fragment.to_batches(batch_size=BLOCK_ROWS):
+                pass
+        except (OSError, ValueError, RuntimeError):
+            damaged += paths
+    return damaged
 
 
 class EmbeddingStore:
@@ -277,6 +313,7 @@ class EmbeddingStore:
             raise ValueError(f"{self.folder.uri(CONFIG)!r}: unsupported store format {config.get('format')!r}")
         self._config = config
         self._dataset = self._open_table()
+        self._indexed_generation: tuple[int, bool] = (-1, False)
 
     @classmethod
     def create(
@@ -289,9 +326,11 @@ class EmbeddingStore:
         vector_dtype: str = "float32",
         storage_options: dict[str, str] | None = None,
         next_id: int = 0,
+        replace: bool = False,
     ) -> EmbeddingStore:
         """A new, empty store. `model` must give "dim"; "name" and "fingerprint" say which model made the
-        vectors (None for bring-your-own vectors). Refuses a folder that holds anything but a store."""
+        vectors (None for bring-your-own vectors). Refuses a folder that holds anything but a store, and an
+        existing store unless `replace` (its rows are then discarded; `next_id` keeps ids unique)."""
         if kind not in ("image", "text"):
             raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
         if not model or not isinstance(model.get("dim"), int) or model["dim"] < 1:
@@ -299,6 +338,8 @@ class EmbeddingStore:
         schema = row_schema(model["dim"], vector_dtype)
         location = _Folder(folder, storage_options)
         check_folder_is_a_store_or_empty(folder)
+        if location.exists(CONFIG) and not replace:
+            raise FileExistsError(f"{location.name!r} is already an embedding store (pass replace=True to start over)")
         with writer_lock(location):
             location.remove_tree(TABLE)  # a store being replaced (--rebuild), or a create that was killed
             location.remove_tree(PARTS)
@@ -399,7 +440,7 @@ class EmbeddingStore:
             return
         with self.writing():
             table = self._with_ids(table)
-            if len(self) == 0:
+            if len(self) == 0 or self._select(_in_list("key", table.column("key").to_pylist()), ["id"]).num_rows == 0:
                 self._commit_append(table)
             else:
                 self._dataset.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(table)
@@ -416,11 +457,19 @@ class EmbeddingStore:
             table, self.folder.uri(TABLE), mode="append", storage_options=self.folder.storage_options
         )
 
+    def reserve_ids(self, count: int) -> int:
+        """Hand out `count` fresh row ids (the first is returned): next_id is raised and saved before any
+        row uses them, so a kill in between only skips ids. For writers that commit rows themselves
+        (e.g. Lance fragments written by Ray workers); call it holding `writing()`."""
+        with self.writing():
+            start = self._config["next_id"]
+            self._config["next_id"] = start + count
+            self.folder.write_json(CONFIG, self._config)
+        return start
+
     def _with_ids(self, table: pa.Table) -> pa.Table:
-        """`table` with fresh row ids; next_id is raised (committed) before the rows are."""
-        start = self._config["next_id"]
-        self._config["next_id"] = start + len(table)
-        self.folder.write_json(CONFIG, self._config)
+        """`table` with fresh row ids (see `reserve_ids`)."""
+        start = self.reserve_ids(len(table))
         ids = pa.array(np.arange(start, start + len(table), dtype=np.int64))
         return table.add_column(0, pa.field("id", pa.int64(), nullable=False), ids).select(self._dataset.schema.names)
 
@@ -469,7 +518,7 @@ class EmbeddingStore:
         if not keys:
             return 0
         with self.writing():
-            return self._delete(f"key IN ({', '.join(map(_quote, keys))})")
+            return self._delete(_in_list("key", keys))
 
     def remove_ids(self, ids: Sequence[int]) -> int:
         """Delete rows by id (one commit); returns how many rows were deleted."""
@@ -477,7 +526,7 @@ class EmbeddingStore:
         if not ids:
             return 0
         with self.writing():
-            return self._delete(f"id IN ({', '.join(map(str, ids))})")
+            return self._delete(_in_list("id", ids))
 
     def _delete(self, predicate: str) -> int:
         before = len(self)
@@ -506,12 +555,12 @@ class EmbeddingStore:
         except ValueError as exc:
             raise self._bad_filter(where, exc) from None
         except (OSError, RuntimeError) as exc:
-            raise _lance_error(self.folder, exc) from None
+            raise _lance_error(self.folder, exc, self._dataset) from None
 
     def _bad_filter(self, where: str | None, exc: Exception) -> Exception:
         if where is None:
-            return _lance_error(self.folder, exc)
-        message = str(exc).split(", /home/runner")[0]
+            return _lance_error(self.folder, exc, self._dataset)
+        message = str(exc).split(", /")[0]
         return ValueError(f"bad filter {where!r}: {message}")
 
     def _select(self, predicate: str, columns: Sequence[str]) -> pa.Table:
@@ -526,7 +575,7 @@ class EmbeddingStore:
         ids = [int(i) for i in ids]
         if not ids:
             return []
-        found = self._select(f"id IN ({', '.join(map(str, set(ids)))})", ROW_COLUMNS).to_pylist()
+        found = self._select(_in_list("id", set(ids)), ROW_COLUMNS).to_pylist()
         by_id = {row["id"]: row for row in found}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -535,7 +584,7 @@ class EmbeddingStore:
         ids = [int(i) for i in ids]
         if not ids:
             return np.zeros((0, self.dim), np.float32)
-        table = self._select(f"id IN ({', '.join(map(str, set(ids)))})", ["id", "vector"])
+        table = self._select(_in_list("id", set(ids)), ["id", "vector"])
         position = {row_id: n for n, row_id in enumerate(table.column("id").to_pylist())}
         missing = [i for i in ids if i not in position]
         if missing:
@@ -615,29 +664,33 @@ class EmbeddingStore:
         except ValueError as exc:
             raise self._bad_filter(where, exc) from None
         except (OSError, RuntimeError) as exc:
-            raise _lance_error(self.folder, exc) from None
+            raise _lance_error(self.folder, exc, self._dataset) from None
         scores = 1.0 - table.column("_distance").to_numpy()  # Lance's dot distance is 1 - dot
         return [_hit(row, float(score)) for row, score in zip(table.select(ROW_COLUMNS).to_pylist(), scores)]
 
     # ------------------------------------------------------------------ the ANN index
 
     def _has_vector_index(self) -> bool:
-        info = self._config.get("index")
-        if not info or info["type"] == "flat":
-            return False
-        return any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+        """Whether this generation has the vector index store.json describes (looked up once per generation)."""
+        if self._indexed_generation[0] != self.generation:
+            info = self._config.get("index")
+            present = bool(info) and info["type"] != "flat"
+            present = present and any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+            self._indexed_generation = (self.generation, present)
+        return self._indexed_generation[1]
 
     def index_info(self) -> dict[str, Any]:
         """The ANN index: {"type": "flat"|"hnsw"|"ivf_pq"|None, "rows_indexed", "rows_unindexed",
         "recall@10", "built_at", "build_seconds", "search", ...}; type None when none was ever built.
         Rows added since the build ("rows_unindexed") are searched exactly."""
-        info = dict(self._config.get("index") or {"type": None})
+        info = {"type": None, "rows_indexed": 0, "recall@10": None, "built_at": None}
+        info.update(self._config.get("index") or {})
         if info["type"] not in (None, "flat") and self._has_vector_index():
             stats = self._dataset.stats.index_stats("vector_idx")
             info["rows_indexed"] = stats["num_indexed_rows"]
             info["rows_unindexed"] = stats["num_unindexed_rows"]
-        elif info["type"] is not None:
-            info["rows_unindexed"] = max(0, len(self) - info.get("rows_indexed", 0))
+        else:
+            info["rows_unindexed"] = max(0, len(self) - info["rows_indexed"])
         return info
 
     def build_index(self, index_type: str = "auto", k: int = 10, queries: int = 1000, seed: int = 0) -> dict[str, Any]:

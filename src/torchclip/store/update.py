@@ -334,7 +334,9 @@ def _prepare(
         store.set_source(source)
         return store
     next_id = _next_id(folder) if rebuild else 0
-    return EmbeddingStore.create(folder, kind, identity, source, vector_dtype=vector_dtype, next_id=next_id)
+    return EmbeddingStore.create(
+        folder, kind, identity, source, vector_dtype=vector_dtype, next_id=next_id, replace=rebuild
+    )
 
 
 def _next_id(folder: Path) -> int:
@@ -363,7 +365,9 @@ def _repair(
     print(f"torchclip embed: {error}\n  rebuilding {str(folder)!r} from its source", file=sys.stderr)
     if store is not None:
         kind, identity, source, vector_dtype = store.kind, store.model, store.source, store.vector_dtype
-    return EmbeddingStore.create(folder, kind, identity, source, vector_dtype=vector_dtype, next_id=_next_id(folder))
+    return EmbeddingStore.create(
+        folder, kind, identity, source, vector_dtype=vector_dtype, next_id=_next_id(folder), replace=True
+    )
 
 
 def _merge_parts(store: EmbeddingStore) -> None:

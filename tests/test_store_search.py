@@ -1,0 +1,244 @@
+"""Searching a store: the ANN indexes against exact search (and rows added after a build), ties, metadata
+filters, float16 vectors, stores of torchclip 0.1 upgraded, bring-your-own vectors, and S3."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from apps_fixtures import synthetic_photos, tiny_model_and_processor
+from PIL import Image
+
+from torchclip.cli import main
+from torchclip.store import EmbeddingStore, image_items, update_store
+
+MODEL = {"name": None, "fingerprint": None, "dim": 32}
+
+
+def clustered(rows: int, seed: int = 0, dim: int = 32) -> np.ndarray:
+    """Normalised draws from a mixture of 64 Gaussians: vectors with neighbours, as embeddings have."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).standard_normal((64, dim))
+    vectors = centres[rng.integers(0, 64, rows)] + 0.3 * rng.standard_normal((rows, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def filled_store(folder, rows: int = 3000, **options) -> tuple[EmbeddingStore, np.ndarray]:
+    store = EmbeddingStore.create(folder, model=MODEL, **options)
+    vectors = clustered(rows)
+    store.add([f"/photos/{i:05d}.jpg" for i in range(rows)], vectors)
+    return store, vectors
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf_pq"])
+def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_path, index_type):
+    store, vectors = filled_store(tmp_path / "store")
+    store.add([f"/more/{i}.jpg" for i in range(100)], clustered(100, seed=9))  # a second fragment
+    store.remove(["/more/0.jpg"])
+    info = store.build_index(index_type, queries=200)
+    assert info["type"] == index_type and info["rows_indexed"] == 3099 and info["rows_unindexed"] == 0
+    assert info["recall@10"] >= 0.9 and info["recall_queries"] == 200
+    assert len(store.dataset.get_fragments()) == 1  # the build compacted the commits' fragments
+    queries = clustered(20, seed=1)
+    exact = store.search(queries, k=10, exact=True)
+    approximate = store.search(queries, k=10)
+    overlap = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10 for a, e in zip(approximate, exact)])
+    assert overlap >= 0.9
+    new = clustered(50, seed=2)
+    store.add([f"/new/{i}.jpg" for i in range(50)], new)
+    assert store.index_info()["rows_unindexed"] == 50  # not in the index ...
+    for i in (0, 17, 49):  # ... and found at once, exactly
+        top = store.search(new[i], k=1)[0][0]
+        assert top.key == f"/new/{i}.jpg" and top.score == pytest.approx(1.0, abs=1e-5)
+    filtered = store.search(vectors[:5], k=10, where="key LIKE '/new/%'")  # through the index, prefiltered
+    assert all(len(hits) == 10 and all(h.key.startswith("/new/") for h in hits) for hits in filtered)
+    store.remove(["/photos/00007.jpg"])
+    assert "/photos/00007.jpg" not in [hit.key for hit in store.search(vectors[7], k=5)[0]]
+
+
+def test_ties_between_duplicates_count_as_hits(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "store", model=MODEL)
+    vectors = np.repeat(clustered(300), 3, axis=0)  # every photo three times, as copies in a collection are
+    store.add([f"/photos/{i}.jpg" for i in range(900)], vectors)
+    assert store.build_index("flat")["recall@10"] == 1.0
+
+
+def test_filters_on_size_date_and_folder(tmp_path):
+    photos = tmp_path / "photos"
+    synthetic_photos(photos / "2023", ["red circle", "blue square"], per_class=1)
+    synthetic_photos(photos / "2024", ["green star", "purple cross"], per_class=1)
+    for n, path in enumerate(sorted(photos.rglob("*.jpg"))):
+        image = Image.open(path).resize((64 + 100 * n, 64))
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = f"{path.parent.name}:0{n + 1}:15 12:00:00"  # DateTimeOriginal
+        image.save(path, exif=exif)
+    model, processor = tiny_model_and_processor()
+    update_store(
+        tmp_path / "store",
+        image_items(photos),
+        model,
+        processor,
+        kind="image",
+        model_name="tiny",
+        source=str(photos),
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+    )
+    store = EmbeddingStore(tmp_path / "store")
+    query = np.ones(32)
+
+    def keys(where):
+        return sorted(hit.key.split("photos/")[1] for hit in store.search(query, k=10, where=where)[0])
+
+    assert keys("taken_at >= '2024-01-01'") == ["2024/green_star_0.jpg", "2024/purple_cross_0.jpg"]
+    assert keys("width > 100") == ["2023/red_circle_0.jpg", "2024/green_star_0.jpg", "2024/purple_cross_0.jpg"]
+    assert keys("width > 100 AND taken_at < '2024-04-01'") == ["2023/red_circle_0.jpg", "2024/green_star_0.jpg"]
+    assert keys(f"key LIKE '{photos}/2023/%'") == ["2023/blue_square_0.jpg", "2023/red_circle_0.jpg"]
+    assert keys("taken_at >= '2024-01-01'") == sorted(
+        hit.key.split("photos/")[1] for hit in store.search(query, k=10, exact=True, where="taken_at >= '2024'")[0]
+    )
+    hit = store.search(query, k=1, where="key LIKE '%green_star%'")[0][0]
+    assert hit.metadata["taken_at"] == "2024-03-15T12:00:00" and hit.metadata["width"] == 264
+    with pytest.raises(ValueError, match=r"bad filter 'widht > 3'.*widht"):
+        store.search(query, where="widht > 3")
+
+
+def test_float16_vectors_halve_the_disk_and_search_alike(tmp_path):
+    full, vectors = filled_store(tmp_path / "full", rows=2000)
+    half, _ = filled_store(tmp_path / "half", rows=2000, vector_dtype="float16")
+    assert str(half.dataset.schema.field("vector").type.value_type) == "halffloat"
+    sizes = [sum(p.stat().st_size for p in (tmp_path / name).rglob("*.lance")) for name in ("full", "half")]
+    assert sizes[1] < 0.6 * sizes[0]
+    queries = clustered(10, seed=5)
+    for a, b in zip(full.search(queries, k=5, exact=True), half.search(queries, k=5, exact=True)):
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=2e-3)
+    np.testing.assert_allclose(half.vectors_of([3]), vectors[3:4], atol=1e-3)
+
+
+def write_npz_store(folder, keys, vectors, chunk_rows=3):
+    """A store as torchclip 0.1 wrote it (store.json format 1 naming .npz chunks in chunks/)."""
+    (folder / "chunks").mkdir(parents=True)
+    names = []
+    for start in range(0, len(keys), chunk_rows):
+        name = f"chunk-{start}.npz"
+        part = slice(start, start + chunk_rows)
+        np.savez(
+            folder / "chunks" / name,
+            keys=np.array(keys[part], dtype=str),
+            sizes=np.arange(len(keys))[part],
+            mtimes_ns=np.arange(len(keys))[part] * 10**9 + 7,
+            texts=np.array([""] * len(keys[part]), dtype=str),
+            vectors=vectors[part],
+        )
+        names.append(name)
+    (folder / "faiss.index").write_bytes(b"old")
+    manifest = {
+        "format": 1,
+        "kind": "image",
+        "model": {"name": "tiny", "fingerprint": "abc", "dim": 32},
+        "source": "/photos",
+        "generation": len(names),
+        "chunks": names,
+    }
+    (folder / "store.json").write_text(json.dumps(manifest))
+
+
+def test_a_store_of_torchclip_0_1_is_upgraded_in_place(tmp_path, monkeypatch, capsys):
+    keys, vectors = [f"/photos/{i}.jpg" for i in range(8)], clustered(8)
+    write_npz_store(tmp_path / "old", keys, vectors)
+    shutil.copytree(tmp_path / "old", tmp_path / "copy")
+
+    import torchclip.store.table as table_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the commit")
+
+    monkeypatch.setattr(table_module._Folder, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingStore(tmp_path / "old")
+    assert json.loads((tmp_path / "old" / "store.json").read_text())["format"] == 1  # the old store is intact
+    assert len(list((tmp_path / "old" / "chunks").iterdir())) == 3
+    monkeypatch.undo()
+
+    store = EmbeddingStore(tmp_path / "old")  # the first open upgrades
+    assert store.keys() == keys and store.model["fingerprint"] == "abc" and store.source == "/photos"
+    np.testing.assert_allclose(store.vectors_of(range(8)), vectors, atol=1e-6)
+    assert store.rows([2])[0]["mtime"] == (2 * 10**9 + 7) / 1e9
+    assert not (tmp_path / "old" / "chunks").exists() and not (tmp_path / "old" / "faiss.index").exists()
+    store.add(["/photos/new.jpg"], clustered(1, seed=3))
+    assert store.id_of("/photos/new.jpg") == 8  # ids continue after the upgraded rows
+
+    assert main(["store", "upgrade", str(tmp_path / "copy")]) == 0
+    assert "upgraded to a Lance store, 8 rows" in capsys.readouterr().out
+    assert main(["store", "upgrade", str(tmp_path / "copy")]) == 0
+    assert "already a Lance store" in capsys.readouterr().out
+
+
+def test_bring_your_own_vectors(tmp_path, capsys):
+    vectors = clustered(20)
+    np.save(tmp_path / "vectors.npy", vectors)
+    (tmp_path / "keys.txt").write_text("".join(f"doc-{i}\n" for i in range(20)))
+    out = str(tmp_path / "mine.emb")
+    assert (
+        main(["embed", "--vectors", str(tmp_path / "vectors.npy"), "--keys", str(tmp_path / "keys.txt"), "--out", out])
+        == 0
+    )
+    assert "20 image embeddings (20 added" in capsys.readouterr().out
+    store = EmbeddingStore(out)
+    assert store.search(vectors[4], k=1)[0][0].key == "doc-4" and store.model["dim"] == 32
+    (tmp_path / "keys.txt").write_text("only-one\n")
+    assert (
+        main(["embed", "--vectors", str(tmp_path / "vectors.npy"), "--keys", str(tmp_path / "keys.txt"), "--out", out])
+        == 2
+    )
+    assert "holds 1 keys but" in capsys.readouterr().err
+
+
+def test_a_store_on_s3_compatible_object_storage(tmp_path):
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] provides the local S3 endpoint")
+    boto3 = pytest.importorskip("boto3")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    try:
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"the local S3 endpoint could not start: {exc}")
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_address[1]}"
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket="photos")
+        options = {**credentials, "aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true"}
+        store = EmbeddingStore.create("s3://photos/store.emb", model=MODEL, storage_options=options)
+        vectors = clustered(40)
+        store.add([f"/photos/{i}.jpg" for i in range(40)], vectors)
+        assert store.remove(["/photos/3.jpg"]) == 1
+        again = EmbeddingStore("s3://photos/store.emb", storage_options=options)
+        assert len(again) == 39 and again.generation == store.generation
+        assert again.search(vectors[5], k=1)[0][0].key == "/photos/5.jpg"
+        assert again.rows([5])[0]["key"] == "/photos/5.jpg"
+    finally:
+        server.stop()
+
+
+def test_search_and_index_commands_with_a_filter(tmp_path, capsys):
+    from apps_fixtures import save_tiny_model
+
+    photos = tmp_path / "photos"
+    synthetic_photos(photos, ["red circle", "blue square", "green star"], per_class=2)
+    model = str(save_tiny_model(tmp_path / "model"))
+    store = str(tmp_path / "store")
+    assert main(["embed", str(photos), "--out", store, "--model", model, "--workers", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", store, "a red circle", "-k", "5", "--where", "key LIKE '%red_circle%'", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)[0]["results"]
+    assert len(results) == 2 and all("red_circle" in hit["key"] for hit in results)
+    assert {"id", "key", "score", "width", "height", "size", "mtime"} <= set(results[0])
+    assert main(["search", store, "a red circle", "--where", "nosuch = 1"]) == 2
+    assert "bad filter 'nosuch = 1'" in capsys.readouterr().err
+    assert main(["index", store]) == 0
+    assert "flat index over 6 vectors; recall@10 against exact search 1.0000" in capsys.readouterr().out
+    assert main(["store", "info", store, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 6 and info["index"]["type"] == "flat" and info["model"]["name"] == model
