@@ -416,7 +416,17 @@ def test_load_16_clients_50_queries_each_without_error(main, capsys):
             f"\n  serve load: 16 clients x 50 text queries: {800 / elapsed:.0f} QPS, "
             f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, 0 errors"
         )
-    assert main.client().get("/healthz").status_code == 200
+    with main.client() as client:
+        assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics").text
+    counts = {}
+    for line in metrics.splitlines():
+        for kind in ("text", "search"):
+            for part in ("sum", "count"):
+                if line.startswith(f'torchclip_batch_size_{part}{{kind="{kind}"}}'):
+                    counts[kind, part] = float(line.split()[-1])
+    for kind in ("text", "search"):  # concurrent queries shared forward passes and searches
+        assert counts[kind, "sum"] / counts[kind, "count"] > 1.5, counts
 
 
 def test_burst_beyond_the_queue_gets_503s_not_a_crash():
