@@ -91,6 +91,10 @@ def test_typing_a_query_shows_thumbnails_and_keeps_it_in_the_url(page):
     wait_for_thumbnails(page, 3)
     assert parse_qs(urlparse(page.url).query)["q"] == ["a blue square"]
     page.wait_for_function("document.getElementById('message').textContent.includes('results')")
+    page.wait_for_function(  # every thumbnail in view has loaded
+        "[...document.querySelectorAll('#results img.thumb')].filter(img => img.getBoundingClientRect().top"
+        " < innerHeight).every(img => img.complete && img.naturalWidth > 0)"
+    )
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
 

@@ -60,11 +60,9 @@ function showControls(query) {
 // push: true for a new query (a history entry), false when only refining it (replace the entry)
 function run(query, push) {
   state.query = query;
-  if (!query || !query.image) {
-    const url = urlOf(query);
-    if (url !== (location.search || location.pathname)) {
-      (push ? history.pushState : history.replaceState).call(history, null, "", url);
-    }
+  const url = urlOf(query); // an image query is not put in the URL (too big): it keeps only the filters
+  if (url !== (location.search || location.pathname)) {
+    (push ? history.pushState : history.replaceState).call(history, null, "", url);
   }
   showControls(query);
   state.results = [];
