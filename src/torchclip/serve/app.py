@@ -261,6 +261,12 @@ class Metrics:
 
 # ---------------------------------------------------------------------- the guard (pure ASGI)
 
+
+def cookie_value(token: str) -> str:
+    """What the page's cookie holds: a keyed hash of the token (cookie-safe characters; not the token itself)."""
+    return hmac.new(token.encode(), b"torchclip serve cookie", "sha256").hexdigest()
+
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -317,16 +323,14 @@ class Guard:
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
         assert self.token is not None
-        offered = b""
         authorization = headers.get(b"authorization", b"")
         if authorization[:7].lower() == b"bearer ":
-            offered = authorization[7:].strip()
-        else:
-            for part in headers.get(b"cookie", b"").split(b";"):
-                name, _, value = part.strip().partition(b"=")
-                if name == COOKIE.encode():
-                    offered = value
-        return hmac.compare_digest(offered, self.token)
+            return hmac.compare_digest(authorization[7:].strip(), self.token)
+        for part in headers.get(b"cookie", b"").split(b";"):
+            name, _, value = part.strip().partition(b"=")
+            if name == COOKIE.encode():
+                return hmac.compare_digest(value, cookie_value(self.token.decode()).encode())
+        return False
 
     async def _bounded_body(self, scope: dict[str, Any], receive: Any) -> tuple[Any, Response | None]:
         """Read the body up to its route's limit (413 beyond it, before reading the rest), then replay it."""
@@ -579,7 +583,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         if not hmac.compare_digest(offered.encode(), settings.token.encode()):
             raise ApiError(401, "wrong token")
         response = JSONResponse({"ok": True})
-        response.set_cookie(COOKIE, settings.token, httponly=True, samesite="strict", path="/")
+        response.set_cookie(COOKIE, cookie_value(settings.token), httponly=True, samesite="strict", path="/")
         return response
 
     @app.get("/healthz", summary="Liveness: 200 while the service answers")
