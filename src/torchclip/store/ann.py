@@ -2,8 +2,10 @@
 
     rows                 index                    why
     <= 100,000           flat (none: exact)       a block scan of 100k 512-d vectors takes ~10 ms
-    <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors: the best recall per
-                                                  millisecond while the graph fits in memory
+    <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
+                                                  whose graph fits in memory (tested for recall; not
+                                                  benchmarked at scale: a 200k build did not finish in
+                                                  10 minutes on the shared 2-core machine)
     beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
                                                   (64 bytes a row at 512-d, 1/32 of float32); 8% of
                                                   the partitions probed and the best 20*k candidates
