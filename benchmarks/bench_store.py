@@ -162,6 +162,7 @@ def measure_old(folder: Path, old_module: str, rows: int, generate_rows: bool) -
 
     spec = importlib.util.spec_from_file_location("old_index", old_module)
     old = importlib.util.module_from_spec(spec)
+    sys.modules["old_index"] = old  # its dataclasses look their module up
     spec.loader.exec_module(old)
     result = {}
     if generate_rows:

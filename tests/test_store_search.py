@@ -242,3 +242,28 @@ def test_search_and_index_commands_with_a_filter(tmp_path, capsys):
     assert main(["store", "info", store, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 6 and info["index"]["type"] == "flat" and info["model"]["name"] == model
+
+
+def test_fragments_written_outside_the_store_join_it_in_one_commit(tmp_path):
+    """The store side of examples/ray_embed_to_lance.py (Ray itself is not installed here): rows written
+    as Lance fragments elsewhere, with ids reserved from the store, appear together in one commit."""
+    import lance
+    import pyarrow as pa
+
+    from torchclip.store.table import rows_table
+
+    store, _ = filled_store(tmp_path / "store", rows=100)
+    new = clustered(20, seed=4)
+    with store.writing():
+        first = store.reserve_ids(20)
+        table = rows_table(32, "float32", [f"/far/{i}.jpg" for i in range(20)], new)
+        table = table.add_column(0, "id", pa.array(np.arange(first, first + 20), pa.int64()))
+        schema = store.dataset.schema
+        fragments = lance.fragment.write_fragments(table.cast(schema), store.dataset.uri, schema=schema)
+        assert len(EmbeddingStore(tmp_path / "store")) == 100  # written, not yet committed
+        operation = lance.LanceOperation.Append(fragments)
+        lance.LanceDataset.commit(store.dataset.uri, operation, read_version=store.generation)
+    store = EmbeddingStore(tmp_path / "store")
+    assert len(store) == 120 and store.search(new[7], k=1)[0][0].key == "/far/7.jpg"
+    store.add(["/after.jpg"], new[0])
+    assert store.id_of("/after.jpg") == 120 and store.id_of("/far/0.jpg") == 100

@@ -2,11 +2,16 @@
 
     rows                 index                    why
     <= 100,000           flat (none: exact)       a block scan of 100k 512-d vectors takes ~10 ms
-    <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors: the best recall per
-                                                  millisecond while the graph fits in memory
+    <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
+                                                  whose graph fits in memory (tested for recall; not
+                                                  benchmarked at scale: a 200k build did not finish in
+                                                  10 minutes on the shared 2-core machine)
     beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
-                                                  (64 bytes a row at 512-d, 1/32 of float32), the
-                                                  candidates re-ranked on the full vectors (refine)
+                                                  (64 bytes a row at 512-d, 1/32 of float32); 8% of
+                                                  the partitions probed and the best 20*k candidates
+                                                  re-ranked on the full vectors (PQ codes alone rank
+                                                  too coarsely: recall@10 at 1M rows 0.91 re-ranking
+                                                  10*k, 0.989 with 20*k; benchmarks/bench_store.py)
 
 Lance builds both from a sample and on-disk shuffles, in bounded memory, and keeps them on disk beside the
 rows. Rows committed after the build are in fragments the index does not cover; Lance searches those
@@ -82,7 +87,7 @@ def build_vector_index(store: EmbeddingStore, index_type: str = "auto") -> dict[
             num_sub_vectors=sub_vectors,
         )
         info.update(partitions=partitions, sub_vectors=sub_vectors)
-        info["search"] = {"nprobes": max(1, min(partitions, math.ceil(partitions * 0.08), 64)), "refine_factor": 10}
+        info["search"] = {"nprobes": max(1, min(partitions, math.ceil(partitions * 0.08), 64)), "refine_factor": 20}
     for column in ("id", "key"):
         store.refresh()
         store.dataset.create_scalar_index(column, "BTREE", replace=True)

@@ -413,7 +413,7 @@ class EmbeddingStore:
 
     @contextmanager
     def writing(self) -> Iterator[EmbeddingStore]:
-        """Hold the writer lock (re-entrant within this handle) and read the newest generation, so every
+        """Hold the writer lock (re-entrant within a process) and read the newest generation, so every
         write lands on the latest committed state. A second writer gets StoreBusyError at once."""
         with writer_lock(self.folder):
             self.refresh()
