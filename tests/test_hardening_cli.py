@@ -186,3 +186,13 @@ def test_eval_retrieval_on_a_table_of_missing_images_stops_with_an_error(model, 
     code, _, err = run(capsys, "eval", "--task", "retrieval", "--data", str(table), "--model", model)
     assert code == 2
     assert "200 samples in a row could not be used (0 usable before them)" in err and "gone/" in err
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", bytes(range(256)) * 8])
+def test_convert_on_a_file_that_is_not_a_checkpoint_says_so(tmp_path, capsys, content):
+    (tmp_path / "notes.pt").write_bytes(content)
+    code, _, err = run(capsys, "convert", "openai", str(tmp_path / "notes.pt"), str(tmp_path / "out"))
+    assert code == 2
+    assert "notes.pt: not a" in err and "PyTorch checkpoint" in err
+    assert "refused" not in err and "more than tensors" not in err
+    assert not (tmp_path / "out").exists()

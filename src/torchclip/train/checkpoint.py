@@ -147,13 +147,14 @@ def _load_legacy(path: Path, device: torch.device | str) -> RunState:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        reason = named[0] if named else "it is not a plain tensor file"
+        named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if not named:
+            raise UnsafeCheckpointError(f"{path}: damaged or not a checkpoint (not what torch.save writes)") from None
         raise UnsafeCheckpointError(
-            f"{path}: refused to load: it is a pickle that asks to run code, not just tensors ({reason}). "
+            f"{path}: refused to load: it is a pickle that asks to run code, not just tensors ({named[0]}). "
             "torchclip never unpickles arbitrary objects; a checkpoint torchclip wrote holds only tensors"
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
         raise UnsafeCheckpointError(f"{path}: damaged or not a checkpoint ({type(exc).__name__}: {exc})") from None
     expected = {"step", "consumed_batches", "positions", "model", "optimizer"}
     if not isinstance(state, dict) or not expected <= state.keys():
