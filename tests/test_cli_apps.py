@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import struct
 import subprocess
@@ -277,3 +278,6 @@ def test_bench_prints_the_side_by_side_table():
             assert rows.get((task, precision), "").endswith("x"), f"no ratio for {task} {precision} in:\n{out}"
     assert "% of matmul" in out
     assert "matmul float32 GFLOP/s" in out and "matmul bfloat16 GFLOP/s" in out
+    progress = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(progress) == 6 and all(re.fullmatch(r"  [a-z0-9, ]+: torchclip [0-9.]+, reference .* (img|txt)/s", line)
+                                      for line in progress), out  # fmt: skip

@@ -9,7 +9,7 @@ import platform
 EXAMPLES = """examples:
   torchclip bench                       # ViT-B/32 sizes, batch 32, fp32 and bf16, with transformers
   torchclip bench --precision float32   # fp32 only
-  torchclip bench --tiny --memory-model none   # a seconds-long smoke run on a tiny model
+  torchclip bench --tiny --memory-model none --repeats 1   # a quick smoke run on a tiny model
 """
 
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="model whose loading peak memory and time are measured (default: vit-l-14; none skips)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--tiny", action="store_true", help="a tiny model instead of ViT-B/32 (smoke test)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model instead of ViT-B/32 (a quick smoke test)")
     return parser
 
 
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         memory_config={"vit-l-14": bench.VIT_L_14, "vit-b-32": CLIPConfig(), "none": None}[args.memory_model],
         precisions=tuple(args.precision or ("float32", "bfloat16")),
         log=lambda line: print(f"  {line}", flush=True),
+        matmul_size=512 if args.tiny else 2048,
     )
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     print(f"\ntorchclip bench, {when}, {platform.machine()}, {report.facts.get('threads')} threads")
