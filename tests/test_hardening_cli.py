@@ -74,7 +74,9 @@ def test_labels_file_with_a_byte_order_mark_and_one_that_is_not_utf8(model, pict
 
 
 def test_a_template_with_two_fields_is_a_clear_error(model, pictures, capsys):
-    code, _, err = run(capsys, "classify", pictures[0], "--labels", "a", "b", "--templates", "{} and {}", "--model", model)
+    code, _, err = run(
+        capsys, "classify", pictures[0], "--labels", "a", "b", "--templates", "{} and {}", "--model", model
+    )
     assert code == 2
     assert "prompt template '{} and {}' must have exactly one {} where the class name goes" in err
     assert "IndexError" not in err
@@ -85,11 +87,15 @@ def test_texts_longer_than_the_context_warn_once_naming_the_text(model, pictures
     last-resort handler), and under pytest in caplog."""
     labels = [LONG_PREFIX + " cat", LONG_PREFIX + " dog", "short"]
     with caplog.at_level(logging.WARNING, logger="torchclip"):
-        code, _, err = run(capsys, "classify", pictures[0], "--labels", *labels, "--templates", "none", "--model", model)
+        code, _, err = run(
+            capsys, "classify", pictures[0], "--labels", *labels, "--templates", "none", "--model", model
+        )
     assert code == 0
     warnings = [r.getMessage() for r in caplog.records if "more than the model's context of 77" in r.getMessage()]
     assert len(warnings) == 1  # once per call, however many texts are long
-    assert "text #0 'word word" in warnings[0] and "has 83 tokens" in warnings[0] and "(and 1 more of the 3" in warnings[0]
+    assert (
+        "text #0 'word word" in warnings[0] and "has 83 tokens" in warnings[0] and "(and 1 more of the 3" in warnings[0]
+    )
     code, _, err = run(capsys, "classify", pictures[0], "--labels", *labels, "--templates", "none",
                        "--truncate", "error", "--model", model)  # fmt: skip
     assert code == 2 and "has 83 tokens, more than the model's context of 77" in err
@@ -196,3 +202,24 @@ def test_convert_on_a_file_that_is_not_a_checkpoint_says_so(tmp_path, capsys, co
     assert "notes.pt: not a" in err and "PyTorch checkpoint" in err
     assert "refused" not in err and "more than tensors" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_pillows_decompression_bomb_warning_is_one_line(model, tmp_path):
+    """Between Pillow's MAX_IMAGE_PIXELS and twice it, Pillow warns (above, it refuses): a command shows
+    that as one line, not Python's two-line source excerpt. (The limit is lowered so a small image trips it.)"""
+    import subprocess
+    import sys
+
+    from apps_fixtures import subprocess_env
+
+    picture = tmp_path / "wide.png"
+    Image.new("RGB", (40, 36), (9, 9, 9)).save(picture)  # 1440 pixels; resized for the model to 35x32
+    code = (
+        "import sys, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 1400; from torchclip.cli import main; "
+        f"sys.exit(main(['classify', {str(picture)!r}, '--labels', 'a', 'b', '--model', {model!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "DecompressionBombWarning" in line]
+    assert lines == [lines[0]] and lines[0].startswith("torchclip: warning: Image size (1440 pixels) exceeds limit")
+    assert "warnings.warn" not in result.stderr and "Image.py" not in result.stderr

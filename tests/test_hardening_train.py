@@ -170,7 +170,11 @@ def test_device_of_each_process(requested, local_rank, gpus, expected):
 
 @pytest.mark.parametrize(
     ("requested", "gpus", "message"),
-    [("cuda", 0, "has no CUDA GPU"), ("cuda:2", 2, "GPU 2 asked for, but this machine has 2"), ("gpu", 1, "not a torch")],
+    [
+        ("cuda", 0, "has no CUDA GPU"),
+        ("cuda:2", 2, "GPU 2 asked for, but this machine has 2"),
+        ("gpu", 1, "not a torch"),
+    ],
 )
 def test_device_that_cannot_be_had_is_a_clear_error(requested, gpus, message):
     with pytest.raises(ValueError, match=message):

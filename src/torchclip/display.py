@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["printable", "shorten"]
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -36,3 +36,8 @@ _UNSAFE = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separator
 
 def _escape(char: str) -> str:
     return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut marked with an ellipsis (for table columns and plot labels)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

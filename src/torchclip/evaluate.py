@@ -95,14 +95,24 @@ def encode_texts(
 
 
 @torch.no_grad()
-def encode_images(model: Any, image_processor: Any, images: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
-    """L2-normalised image embeddings [len(images), D] in float32; images as PIL images, paths or arrays."""
+def encode_images(
+    model: Any,
+    image_processor: Any,
+    images: Sequence[Any],
+    batch_size: int = 128,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """L2-normalised image embeddings [len(images), D] in float32; images as PIL images, paths or arrays.
+    `on_batch(n)` is called after each batch of n images (for progress bars)."""
     device, dtype = model.device, model.dtype
     out = []
     for start in range(0, len(images), batch_size):
-        pixels = image_processor(list(images[start : start + batch_size]), return_tensors="pt")["pixel_values"]
+        batch = list(images[start : start + batch_size])
+        pixels = image_processor(batch, return_tensors="pt")["pixel_values"]
         features = model.get_image_features(pixels.to(device, dtype))
         out.append(torch.nn.functional.normalize(features.float(), dim=-1))
+        if on_batch is not None:
+            on_batch(len(batch))
     return torch.cat(out) if out else torch.empty(0, model.config.projection_dim)
 
 
@@ -145,10 +155,11 @@ def zero_shot_accuracy(
     classnames: Sequence[str],
     templates: Sequence[Template] = DEFAULT_TEMPLATES,
     ks: Sequence[int] = (1, 5),
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Zero-shot top-K accuracy of `model` on labelled images (labels index `classnames`)."""
     classifier = zero_shot_classifier(model, processor.tokenizer, classnames, templates)
-    features = encode_images(model, processor.image_processor, images)
+    features = encode_images(model, processor.image_processor, images, on_batch=on_batch)
     return topk_accuracy(features, classifier, labels, ks)
 
 
@@ -182,11 +193,12 @@ def retrieval_metrics(
     captions: Sequence[str],
     ks: Sequence[int] = (1, 5, 10),
     truncate: str = "warn",
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Recall@K of `model` on (image, caption) pairs, caption i describing image i."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    image_features = encode_images(model, processor.image_processor, images)
+    image_features = encode_images(model, processor.image_processor, images, on_batch=on_batch)
     text_features = encode_texts(model, processor.tokenizer, captions, truncate=truncate)
     return retrieval_recall(image_features, text_features, ks=ks)
 
@@ -205,7 +217,12 @@ def synthetic_templates() -> list[Template]:
 
 
 def synthetic_zero_shot(
-    model: Any, processor: Any, split: str = "heldout", per_class: int = 50, seed: int = 1234
+    model: Any,
+    processor: Any,
+    split: str = "heldout",
+    per_class: int = 50,
+    seed: int = 1234,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Zero-shot accuracy on synthetic single-object images over ALL colour x shape classes.
 
@@ -222,5 +239,5 @@ def synthetic_zero_shot(
         image, name = world.example(index)
         images.append(image)
         labels.append(classes.index(name))
-    metrics = zero_shot_accuracy(model, processor, images, labels, classes, synthetic_templates())
+    metrics = zero_shot_accuracy(model, processor, images, labels, classes, synthetic_templates(), on_batch=on_batch)
     return {**metrics, "images": n, "classes": len(classes)}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from torchclip.display import printable
+from torchclip.display import printable, shorten
 
 __all__ = ["search_grid", "similarity_heatmap"]
 
@@ -71,7 +71,7 @@ def similarity_heatmap(
     axes = figure.add_axes((0.25, 0.03, 0.72, 0.88))
     low, high = float(similarity.min()), float(similarity.max())
     axes.imshow(similarity, vmin=low, vmax=high if high > low else low + 1e-6, cmap="viridis")
-    axes.set_yticks(range(len(texts)), [_shorten(printable(t)) for t in texts])
+    axes.set_yticks(range(len(texts)), [shorten(printable(t), 40) for t in texts])
     axes.set_xticks([])
     for i, image in enumerate(images):
         thumbnail = _thumbnail(image)
@@ -119,7 +119,3 @@ def search_grid(
     if title:
         figure.suptitle(printable(title))
     return _save(figure, path)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
-from torchclip.display import printable
+from torchclip.display import printable, shorten
+
+LABEL_COLUMN = 60  # characters of each label shown in the table (JSON has them whole)
 
 EXAMPLES = """examples:
   torchclip classify photo.jpg --labels cat dog "a bird"
@@ -113,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         for result in results:
             print(result["image"])
-            width = max(len(entry["label"]) for entry in result["labels"])
-            for rank, entry in enumerate(result["labels"], 1):
-                print(f"  {rank:>2}. {printable(entry['label']):<{width}}  {100 * entry['score']:6.2f}%")
+            shown = [shorten(printable(entry["label"]), LABEL_COLUMN) for entry in result["labels"]]
+            width = max(len(label) for label in shown)
+            for rank, (label, entry) in enumerate(zip(shown, result["labels"]), 1):
+                print(f"  {rank:>2}. {label:<{width}}  {100 * entry['score']:6.2f}%")
     for path, error in failures:
         print(f"torchclip classify: skipped {printable(path)}: {printable(error)}", file=sys.stderr)
     return 1 if failures else 0

@@ -112,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from torchclip import evaluate
-    from torchclip.train.trainer import load_checkpoint
-
+    from torchclip.cli.classify import progress_bar
     from torchclip.templates import get_templates
+    from torchclip.train.synthetic import SyntheticCaptions
+    from torchclip.train.trainer import load_checkpoint
 
     templates = get_templates(args.templates) if args.templates else None  # a bad template fails first
     note_if_bundled(args.model)
@@ -126,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "zeroshot":
         if args.data in ("synthetic-heldout", "synthetic-seen"):
             split = args.data.removeprefix("synthetic-")
-            metrics = evaluate.synthetic_zero_shot(model, processor, split, args.per_class, args.seed)
+            world_size = len(SyntheticCaptions(seed=args.seed, split=split).pairs)
+            with progress_bar(args.per_class * world_size, args.quiet) as bar:
+                metrics = evaluate.synthetic_zero_shot(
+                    model, processor, split, args.per_class, args.seed, on_batch=bar.update
+                )
         else:
             paths, labels, classes = _image_folder(Path(args.data))
             classifier = evaluate.zero_shot_classifier(
@@ -142,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
         images, captions, skipped = _retrieval_pairs(
             args.data, args.num_samples, args.seed, model.config.vision_config.image_size
         )
-        metrics = evaluate.retrieval_metrics(model, processor, images, captions, truncate=args.truncate)
+        with progress_bar(len(images), args.quiet) as bar:
+            metrics = evaluate.retrieval_metrics(
+                model, processor, images, captions, truncate=args.truncate, on_batch=bar.update
+            )
         metrics["pairs"] = len(images)
     metrics = {
         "task": args.task,

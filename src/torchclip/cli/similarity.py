@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
-from torchclip.display import printable
+from torchclip.display import printable, shorten
 
 TEXT_COLUMN = 60  # characters of each text shown in the table (JSON has them whole)
 
@@ -80,12 +80,16 @@ def run(args: argparse.Namespace) -> int:
     similarity = check_finite(model, text_features @ image_features.t(), "similarities").cpu().numpy()
     if args.json:
         shown = [printable(image) for image in images]
-        print(json.dumps({"images": shown, "texts": [printable(t) for t in texts], "similarity": similarity.tolist()}, indent=2))
+        print(
+            json.dumps(
+                {"images": shown, "texts": [printable(t) for t in texts], "similarity": similarity.tolist()}, indent=2
+            )
+        )
     elif images:
         names = [printable(Path(image).name) for image in images]
-        rows = [_shorten(printable(text), TEXT_COLUMN) for text in texts]
+        rows = [shorten(printable(text), TEXT_COLUMN) for text in texts]
         width = max(len(row) for row in rows)
-        print(" " * width + "".join(f"  {_shorten(name, 12):>12}" for name in names))
+        print(" " * width + "".join(f"  {shorten(name, 12):>12}" for name in names))
         for text, values in zip(rows, similarity):
             print(f"{text:<{width}}" + "".join(f"  {value:12.4f}" for value in values))
     if args.plot and images:
@@ -95,7 +99,3 @@ def run(args: argparse.Namespace) -> int:
     for path, error in failures:
         print(f"torchclip similarity: skipped {printable(path)}: {printable(error)}", file=sys.stderr)
     return 1 if failures else 0
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

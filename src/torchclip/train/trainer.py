@@ -308,9 +308,7 @@ class MetricsLog:
             self.board.close()
 
 
-def train(
-    config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
-) -> Path:
+def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, overwrite: bool = False) -> Path:
     """Run (or continue) training; returns the output folder.
 
     `resume`: continue the run in `output_dir` from its checkpoint. `overwrite`: start again in a folder
