@@ -156,10 +156,11 @@ def zero_shot_accuracy(
     templates: Sequence[Template] = DEFAULT_TEMPLATES,
     ks: Sequence[int] = (1, 5),
     on_batch: Callable[[int], None] | None = None,
+    batch_size: int = 128,
 ) -> dict[str, float]:
     """Zero-shot top-K accuracy of `model` on labelled images (labels index `classnames`)."""
     classifier = zero_shot_classifier(model, processor.tokenizer, classnames, templates)
-    features = encode_images(model, processor.image_processor, images, on_batch=on_batch)
+    features = encode_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
     return topk_accuracy(features, classifier, labels, ks)
 
 
@@ -194,11 +195,12 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     truncate: str = "warn",
     on_batch: Callable[[int], None] | None = None,
+    batch_size: int = 128,
 ) -> dict[str, float]:
     """Recall@K of `model` on (image, caption) pairs, caption i describing image i."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    image_features = encode_images(model, processor.image_processor, images, on_batch=on_batch)
+    image_features = encode_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
     text_features = encode_texts(model, processor.tokenizer, captions, truncate=truncate)
     return retrieval_recall(image_features, text_features, ks=ks)
 
@@ -223,6 +225,7 @@ def synthetic_zero_shot(
     per_class: int = 50,
     seed: int = 1234,
     on_batch: Callable[[int], None] | None = None,
+    batch_size: int = 128,
 ) -> dict[str, float]:
     """Zero-shot accuracy on synthetic single-object images over ALL colour x shape classes.
 
@@ -239,5 +242,8 @@ def synthetic_zero_shot(
         image, name = world.example(index)
         images.append(image)
         labels.append(classes.index(name))
-    metrics = zero_shot_accuracy(model, processor, images, labels, classes, synthetic_templates(), on_batch=on_batch)
+    templates = synthetic_templates()
+    metrics = zero_shot_accuracy(
+        model, processor, images, labels, classes, templates, on_batch=on_batch, batch_size=batch_size
+    )
     return {**metrics, "images": n, "classes": len(classes)}

@@ -127,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "zeroshot":
         if args.data in ("synthetic-heldout", "synthetic-seen"):
             split = args.data.removeprefix("synthetic-")
-            world_size = len(SyntheticCaptions(seed=args.seed, split=split).pairs)
-            with progress_bar(args.per_class * world_size, args.quiet) as bar:
+            compositions = len(SyntheticCaptions(seed=args.seed, split=split).pairs)
+            with progress_bar(args.per_class * compositions, args.quiet) as bar:
                 metrics = evaluate.synthetic_zero_shot(
-                    model, processor, split, args.per_class, args.seed, on_batch=bar.update
+                    model, processor, split, args.per_class, args.seed, on_batch=bar.update, batch_size=args.batch_size
                 )
         else:
             paths, labels, classes = _image_folder(Path(args.data))
@@ -149,7 +149,13 @@ def run(args: argparse.Namespace) -> int:
         )
         with progress_bar(len(images), args.quiet) as bar:
             metrics = evaluate.retrieval_metrics(
-                model, processor, images, captions, truncate=args.truncate, on_batch=bar.update
+                model,
+                processor,
+                images,
+                captions,
+                truncate=args.truncate,
+                on_batch=bar.update,
+                batch_size=args.batch_size,
             )
         metrics["pairs"] = len(images)
     metrics = {
