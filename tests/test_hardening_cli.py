@@ -223,3 +223,18 @@ def test_pillows_decompression_bomb_warning_is_one_line(model, tmp_path):
     lines = [line for line in result.stderr.splitlines() if "DecompressionBombWarning" in line]
     assert lines == [lines[0]] and lines[0].startswith("torchclip: warning: Image size (1440 pixels) exceeds limit")
     assert "warnings.warn" not in result.stderr and "Image.py" not in result.stderr
+
+
+def test_embed_texts_and_search_queries_longer_than_the_context(model, tmp_path, capsys, caplog):
+    captions = tmp_path / "captions.txt"
+    captions.write_text(f"a red square\n{LONG_PREFIX} tail\n")
+    store = tmp_path / "captions.emb"
+    code, _, err = run(capsys, "embed", str(captions), "--texts", "--out", str(store), "--truncate", "error",
+                       "--quiet", "--model", model)  # fmt: skip
+    assert code == 2 and "text #1 'word word" in err and "has 83 tokens" in err
+    assert not store.exists()  # refused before anything was written
+    with caplog.at_level(logging.WARNING, logger="torchclip"):
+        assert main(["embed", str(captions), "--texts", "--out", str(store), "--quiet", "--model", model]) == 0
+        assert main(["search", str(store), LONG_PREFIX + " query", "-k", "1", "--model", model]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "more than the model's context of 77" in r.getMessage()]
+    assert len(warnings) == 2 and "has 83 tokens" in warnings[0] and "has 83 tokens" in warnings[1]

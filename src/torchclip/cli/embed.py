@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, bundled_model_path, load_model_and_processor
+from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, load_model_and_processor
 
 EXAMPLES = """examples:
   torchclip embed ~/Pictures --out pictures.emb           # every image under the folder, recursively
@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores, max 8)")
     parser.add_argument("--commit-every", type=int, default=1024, help="rows per atomic commit (default: 1024)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncate_option(parser)
     parser.add_argument(
         "--fast-decode",
         action="store_true",
@@ -66,6 +67,7 @@ def _distributed(device: str) -> tuple[int, int, str]:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed
 
+    from torchclip.evaluate import check_text_lengths
     from torchclip.index import MANIFEST, EmbeddingStore, image_items, text_items, update_store
 
     rank, world, args.device = _distributed(args.device)
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     processor.image_processor.fast_jpeg_decode = args.fast_decode
     if args.texts:
         items, kind = text_items(args.source, args.column), "text"
+        check_text_lengths(processor.tokenizer, [item.text for item in items], args.truncate)
     else:
         items, kind = image_items(args.source, exclude=[out]), "image"
     barrier = torch.distributed.barrier if world > 1 else (lambda: None)
