@@ -186,3 +186,14 @@ def test_train_on_cuda_without_a_gpu_says_so_before_anything_is_written(tmp_path
     with pytest.raises(ValueError, match="--device cuda: this machine has no CUDA GPU"):
         train(tiny_run(tmp_path, device="cuda"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_table_with_a_byte_order_mark_or_not_utf8_text(tmp_path):
+    from torchclip.train.data import TablePairs
+
+    table = tmp_path / "pairs.csv"
+    table.write_bytes("\ufefffilepath,caption\na.png,a cat\n".encode())
+    assert TablePairs(table).rows == [("a.png", "a cat")]  # the header is recognised, not taken as a row
+    table.write_bytes(b"filepath,caption\na.png,a cat\nb.png,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"pairs.csv, line 3: not UTF-8 text"):
+        TablePairs(table)

@@ -115,8 +115,12 @@ class TablePairs(IndexedSource):
         super().__init__(seed)
         self.path = Path(path)
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter=delimiter))
+        try:  # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.reader(handle, delimiter=delimiter))
+        except UnicodeDecodeError as exc:
+            line = self.path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ValueError(f"{self.path}, line {line}: not UTF-8 text ({exc.reason})") from None
         if not rows:
             raise ValueError(f"{self.path}: no rows")
         header = [cell.strip().lower() for cell in rows[0]]
