@@ -197,3 +197,37 @@ def test_a_table_with_a_byte_order_mark_or_not_utf8_text(tmp_path):
     table.write_bytes(b"filepath,caption\na.png,a cat\nb.png,caf\xe9\n")
     with pytest.raises(ValueError, match=r"pairs.csv, line 3: not UTF-8 text"):
         TablePairs(table)
+
+
+def _two_rank_worker(rank: int, port: int, folder: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    config = tiny_run(Path(folder), steps=2, batch_size=2)
+    train(config)
+    try:
+        train(config)  # the folder holds a run now: every rank must refuse, none may wait for the others
+        outcome = "trained again"
+    except FileExistsError as exc:
+        outcome = str(exc)
+    Path(folder, f"rank{rank}.txt").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_every_rank_refuses_a_folder_that_holds_a_run(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
+    assert all("already holds a run" in outcome for outcome in outcomes), outcomes
+    assert load_run_state(tmp_path / "run" / "checkpoint-last.safetensors").positions == [
+        [4],
+        [4],
+    ]  # 2 steps of 2 pairs per rank
