@@ -31,6 +31,8 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchclip.display import printable
+
 log = logging.getLogger("torchclip.train")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -339,6 +341,7 @@ class PairBatches(IterableDataset):
                 pixels = self.processor.image_processor(image, return_tensors="pt", num_workers=1).pixel_values[0]
             except Exception as exc:  # a preprocessing failure on one odd image must not end training
                 message = str(exc) if isinstance(exc, BadSample) else f"{item.name}: {type(exc).__name__}: {exc}"
+                message = printable(message)  # a file name may hold a newline or bytes that are not UTF-8
                 log.warning("skipped bad sample %s", message)
                 bad.append(message)
                 bad_in_row += 1
