@@ -74,3 +74,11 @@ def test_search_grid_draws_a_name_that_is_not_utf8(tmp_path):
     name = os.fsdecode(raw)
     out = search_grid([(name, f"0.93 {os.path.basename(name)}")], tmp_path / "grid.png", title=name)
     assert Image.open(out).size == (220, 280)
+
+
+def test_a_huge_plot_size_is_refused_by_the_command_before_any_work(capsys):
+    from torchclip.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["similarity", "a.jpg", "--texts", "x", "--plot", "p.png", "--plot-size", "100000x100000"])
+    assert "a plot is 50 to 16000 pixels a side, got '100000x100000'" in capsys.readouterr().err

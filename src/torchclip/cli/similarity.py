@@ -53,6 +53,10 @@ def parse_size(text: str) -> tuple[int, int]:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1200x800, got {text!r}") from None
+    from torchclip.plots import MAX_SIDE
+
+    if not (50 <= width <= MAX_SIDE and 50 <= height <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"a plot is 50 to {MAX_SIDE} pixels a side, got {text!r}")
     return width, height
 
 
