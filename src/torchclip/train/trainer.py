@@ -350,7 +350,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     metrics = MetricsLog(out, env.main)
     if resume:
         resumed_from = find_checkpoint(out) or checkpoint_path
-        state = load_run_state(resumed_from, device)
+        state = load_run_state(resumed_from)  # on the CPU: loading copies weights and moments to the device,
+        # and the optimiser keeps its step counters on the CPU, as in an uninterrupted run
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         step, consumed = state.step, state.consumed_batches
