@@ -233,3 +233,20 @@ def test_every_rank_refuses_a_folder_that_holds_a_run(tmp_path):
         [4],
         [4],
     ]  # 2 steps of 2 pairs per rank
+
+
+def test_a_run_state_with_malformed_fields_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    fake = tmp_path / "checkpoint-last.safetensors"
+    state = {
+        "step": "3",
+        "consumed_batches": 1,
+        "positions": [[1]],
+        "optimizer_state": {},
+        "optimizer_param_groups": [],
+    }
+    save_file({"model.x": torch.zeros(1)}, str(fake), metadata={"format": "torchclip-run-state", "version": "1",
+                                                                 "state": json.dumps(state)})  # fmt: skip
+    with pytest.raises(UnsafeCheckpointError, match=r"damaged run state \(missing or malformed: step\)"):
+        load_run_state(fake)

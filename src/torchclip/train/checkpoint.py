@@ -123,6 +123,7 @@ def load_run_state(path: Path, device: torch.device | str = "cpu") -> RunState:
         state = json.loads(meta["state"])
     except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as exc:
         raise UnsafeCheckpointError(f"{path}: damaged or not a run state ({type(exc).__name__}: {exc})") from None
+    _check_fields(path, state)
     optimizer_state: dict[int, dict[str, Any]] = {}
     for param_id, plain in state["optimizer_state"].items():
         prefix = f"optimizer.{param_id}."
@@ -140,6 +141,25 @@ def load_run_state(path: Path, device: torch.device | str = "cpu") -> RunState:
         optimizer={"state": optimizer_state, "param_groups": groups},
         rng={name.removeprefix("rng."): t for name, t in tensors.items() if name.startswith("rng.")},
     )
+
+
+def _check_fields(path: Path, state: Any) -> None:
+    """The JSON part has the fields resuming reads, of the types it reads them as."""
+    if not isinstance(state, dict):
+        raise UnsafeCheckpointError(f"{path}: damaged run state (its JSON is not an object)")
+    positions = state.get("positions")
+    checks = {
+        "step": isinstance(state.get("step"), int),
+        "consumed_batches": isinstance(state.get("consumed_batches"), int),
+        "positions": isinstance(positions, list)
+        and bool(positions)
+        and all(isinstance(rank, list) and all(isinstance(p, int) for p in rank) for rank in positions),
+        "optimizer_state": isinstance(state.get("optimizer_state"), dict),
+        "optimizer_param_groups": isinstance(state.get("optimizer_param_groups"), list),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise UnsafeCheckpointError(f"{path}: damaged run state (missing or malformed: {', '.join(bad)})")
 
 
 def _load_legacy(path: Path, device: torch.device | str) -> RunState:
