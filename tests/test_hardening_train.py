@@ -226,7 +226,13 @@ def test_every_rank_refuses_a_folder_that_holds_a_run(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    context = mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 240  # a rank left waiting for the other would otherwise hang for 30 minutes
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two ranks did not finish: one refused the folder while the other waited")
     outcomes = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
     assert all("already holds a run" in outcome for outcome in outcomes), outcomes
     assert load_run_state(tmp_path / "run" / "checkpoint-last.safetensors").positions == [
