@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import struct
 import subprocess
@@ -266,7 +267,7 @@ def test_embed_fast_decode_is_close_to_exact_decoding(model, tmp_path):
 def test_bench_prints_the_side_by_side_table():
     """`torchclip bench --tiny`: every row the inference issue names, in both precisions, with a ratio."""
     pytest.importorskip("transformers")
-    out = torchclip("bench", "--tiny", "--memory-model", "none", "--repeats", "1").stdout
+    out = torchclip("bench", "--tiny", "--repeats", "1").stdout
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
     rows = {(task, precision): ratio for task, precision, _, _, ratio, _ in cells[1:]}
     tasks = ["images", "texts, 77 tokens", "texts, caption mix vs padding=True", "texts, caption mix vs max_length"]
@@ -274,4 +275,8 @@ def test_bench_prints_the_side_by_side_table():
         for precision in ("float32", "bfloat16"):
             assert rows.get((task, precision), "").endswith("x"), f"no ratio for {task} {precision} in:\n{out}"
     assert "% of matmul" in out
+    assert "from_pretrained" not in out  # --tiny measures no loading of a 1.7 GB model
     assert "matmul float32 GFLOP/s" in out and "matmul bfloat16 GFLOP/s" in out
+    progress = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(progress) == 6 and all(re.fullmatch(r"  [a-z0-9, ]+: torchclip [0-9.]+, reference .* (img|txt)/s", line)
+                                      for line in progress), out  # fmt: skip

@@ -14,6 +14,7 @@ from apps_fixtures import TINY
 
 from torchclip.config import CLIPConfig
 from torchclip.modeling import CLIPModel
+from torchclip.train.checkpoint import load_run_state
 from torchclip.train.loss import ClipLoss
 from torchclip.train.trainer import TowerFeatures, TrainConfig, cosine_lr, no_decay, param_groups, train
 
@@ -138,18 +139,26 @@ def test_resume_after_a_stop_gives_the_weights_of_an_uninterrupted_run(tmp_path)
     train(parts, stop_after=3)  # odd: the other worker's stream must be asked first after resuming
     assert not (tmp_path / "parts" / "model").exists()  # stopped, not finished
     train(parts, resume=True)
-    a = torch.load(tmp_path / "whole" / "checkpoint-last.pt", weights_only=False)
-    b = torch.load(tmp_path / "parts" / "checkpoint-last.pt", weights_only=False)
-    assert a["step"] == b["step"] == 6
-    assert a["positions"] == b["positions"]
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    a = load_run_state(tmp_path / "whole" / "checkpoint-last.safetensors")
+    b = load_run_state(tmp_path / "parts" / "checkpoint-last.safetensors")
+    assert a.step == b.step == 6
+    assert a.positions == b.positions
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
+    for param_id, entries in a.optimizer["state"].items():
+        for key, value in entries.items():
+            assert torch.equal(value, b.optimizer["state"][param_id][key]), (param_id, key)
+    assert torch.equal(a.rng["cpu"], b.rng["cpu"])
     exported = CLIPModel.from_pretrained(tmp_path / "parts" / "model")
-    torch.testing.assert_close(exported.logit_scale, b["model"]["logit_scale"])
+    torch.testing.assert_close(exported.logit_scale, b.model["logit_scale"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_with_other_worker_count_is_refused(tmp_path):
     train(run_config(tmp_path, "run", steps=2, workers=0))
+    with pytest.raises(FileExistsError, match="--resume to continue it, or --overwrite"):
+        train(run_config(tmp_path, "run", steps=4, workers=2))
     with pytest.raises(ValueError, match="data worker stream"):
         train(run_config(tmp_path, "run", steps=4, workers=2), resume=True)
 
@@ -191,9 +200,9 @@ def test_locked_image_tower_does_not_change(tmp_path):
 def test_bf16_accumulation_and_checkpointing_run(tmp_path):
     config = run_config(tmp_path, "opts", steps=2, workers=0, precision="bf16", accum_steps=2, grad_checkpointing=True)
     train(config)
-    state = torch.load(tmp_path / "opts" / "checkpoint-last.pt", weights_only=False)
-    assert state["consumed_batches"] == 4
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    state = load_run_state(tmp_path / "opts" / "checkpoint-last.safetensors")
+    assert state.consumed_batches == 4
+    assert all(torch.isfinite(v).all() for v in state.model.values() if v.is_floating_point())
 
 
 def test_cli_train_with_recipe_and_overrides(tmp_path):

@@ -153,11 +153,13 @@ def run(
     memory_config: CLIPConfig | None = None,
     precisions: tuple[str, ...] = ("float32", "bfloat16"),
     log: Callable[[str], None] = print,
+    matmul_size: int = 2048,
 ) -> Report:
     """Measure everything the inference issue names; `reference=False` measures torchclip alone.
 
     `memory_config`: the model whose loading (peak RSS, seconds) is measured in fresh processes
-    (e.g. `VIT_L_14`); None skips it.
+    (e.g. `VIT_L_14`); None skips it. `matmul_size`: the square matrices of the machine's matmul rate
+    (smaller for a quick smoke run).
     """
     from torchclip.tokenizer import CLIPTokenizer
 
@@ -176,13 +178,16 @@ def run(
         except ImportError:
             log("transformers is not installed: measuring torchclip alone")
             reference = False
+        else:  # its loading bars and notices would land between our lines
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
     tokenizer = CLIPTokenizer()
     pixels = torch.randn(batch_size, 3, config.vision_config.image_size, config.vision_config.image_size)
     captions = realistic_captions(256)
 
     for precision in precisions:
         dtype = getattr(torch, precision)
-        before = matmul_gflops(dtype)
+        before = matmul_gflops(dtype, matmul_size)
         ours = CLIPModel.from_pretrained(folder, torch_dtype=dtype)
         theirs = None
         if reference:
@@ -190,7 +195,7 @@ def run(
         with torch.inference_mode():
             report.rows += _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repeats, log)
         # the machine's matmul rate, before and after the models ran: a dip in one of them says little
-        gflops = max(before, matmul_gflops(dtype))
+        gflops = max(before, matmul_gflops(dtype, matmul_size))
         report.facts[f"matmul {precision} GFLOP/s"] = round(gflops, 1)
         images = next(r for r in report.rows if r.task == "images" and r.precision == precision)
         achieved = images.ours * vision_gflop_per_image(config)
@@ -252,7 +257,7 @@ def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repea
     if theirs is not None:
         fns["theirs"] = lambda: theirs.get_image_features(pixel_values=pixels)
     rates = interleaved(fns, batch_size, repeats)
-    log(f"images {precision}: {rates}")
+    log(f"images {precision}: {_rates(rates, 'img/s')}")
     rows.append(Row("images", precision, rates["ours"], rates.get("theirs"), "img/s"))
 
     # texts that really fill all 77 positions: long captions, truncated
@@ -261,7 +266,7 @@ def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repea
     if theirs is not None:
         fns["theirs"] = lambda: theirs.get_text_features(**full)
     rates = interleaved(fns, batch_size, repeats)
-    log(f"texts, 77 tokens {precision}: {rates}")
+    log(f"texts, 77 tokens {precision}: {_rates(rates, 'txt/s')}")
     rows.append(Row("texts, 77 tokens", precision, rates["ours"], rates.get("theirs"), "txt/s"))
 
     batches = [captions[i : i + 64] for i in range(0, len(captions), 64)]
@@ -272,7 +277,14 @@ def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repea
         fns["longest"] = lambda: [theirs.get_text_features(**b) for b in longest]
         fns["max_length"] = lambda: [theirs.get_text_features(**b) for b in max_length]
     rates = interleaved(fns, len(captions), repeats)
-    log(f"caption mix {precision}: {rates}")
+    log(f"caption mix {precision}: {_rates(rates, 'txt/s')}")
     rows.append(Row("texts, caption mix vs padding=True", precision, rates["ours"], rates.get("longest"), "txt/s"))
     rows.append(Row("texts, caption mix vs max_length", precision, rates["ours"], rates.get("max_length"), "txt/s"))
     return rows
+
+
+def _rates(rates: dict[str, float], unit: str) -> str:
+    """One progress line: "torchclip 23.4, reference 19.5 img/s"."""
+    names = {"ours": "torchclip", "theirs": "reference", "longest": "reference padding=True",
+             "max_length": "reference max_length"}  # fmt: skip
+    return ", ".join(f"{names.get(key, key)} {rate:.1f}" for key, rate in rates.items()) + f" {unit}"

@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from torchclip.display import printable, shorten
+
 __all__ = ["search_grid", "similarity_heatmap"]
 
 DPI = 100
+MAX_SIDE = 16_000  # pixels; larger figures exhaust memory in the renderer (a 100000x100000 plot is 40 GB)
 
 
 def _figure(width: int, height: int) -> Any:
@@ -25,6 +28,8 @@ def _figure(width: int, height: int) -> Any:
         raise ImportError("plots need matplotlib: pip install 'torchclip[plot]' (or matplotlib)") from None
     if width < 50 or height < 50:
         raise ValueError(f"a plot needs at least 50x50 pixels, got {width}x{height}")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ValueError(f"a plot can be at most {MAX_SIDE}x{MAX_SIDE} pixels, got {width}x{height}")
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
@@ -66,10 +71,16 @@ def similarity_heatmap(
     axes = figure.add_axes((0.25, 0.03, 0.72, 0.88))
     low, high = float(similarity.min()), float(similarity.max())
     axes.imshow(similarity, vmin=low, vmax=high if high > low else low + 1e-6, cmap="viridis")
-    axes.set_yticks(range(len(texts)), [_shorten(t) for t in texts])
+    axes.set_yticks(range(len(texts)), [shorten(printable(t), 40) for t in texts])
     axes.set_xticks([])
     for i, image in enumerate(images):
-        axes.imshow(_thumbnail(image), extent=(i - 0.5, i + 0.5, -1.6, -0.6), origin="upper")
+        thumbnail = _thumbnail(image)
+        # the y axis points down (row 0 on top), so the extent's "bottom" is the larger y: row 0 of the
+        # thumbnail is drawn at its top; its box keeps the picture's aspect ratio within the 1x1 cell
+        scale = 0.96 / max(thumbnail.size)
+        half_w, half_h = thumbnail.width * scale / 2, thumbnail.height * scale / 2
+        centre_y = -1.1
+        axes.imshow(thumbnail, extent=(i - half_w, i + half_w, centre_y + half_h, centre_y - half_h), origin="upper")
     for x in range(similarity.shape[1]):
         for y in range(similarity.shape[0]):
             axes.text(x, y, f"{similarity[y, x]:.2f}", ha="center", va="center", color="white", size=9)
@@ -104,11 +115,7 @@ def search_grid(
         )
         axes.imshow(_thumbnail(image))
         axes.set_axis_off()
-        axes.set_title(caption, fontsize=8)
+        axes.set_title(printable(caption), fontsize=8)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(printable(title))
     return _save(figure, path)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,6 +13,7 @@ over the class name alone. The sets here are available by name wherever template
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -126,14 +127,30 @@ def get_templates(templates: str | Sequence[str] | None = None) -> list[str]:
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return list(TEMPLATE_SETS[templates])
-        if "{}" not in templates:
+        if "{" not in templates:
             known = sorted(TEMPLATE_SETS)
             raise ValueError(f"unknown template set {templates!r}; known: {known} (or a template with {{}})")
-        return [templates]
+        templates = [templates]
     templates = list(templates)
     if not templates:
         raise ValueError("at least one prompt template is needed")
     for template in templates:
-        if not isinstance(template, str) or "{}" not in template:
-            raise ValueError(f"prompt template {template!r} has no {{}} where the class name goes")
+        check_template(template)
     return templates
+
+
+def check_template(template: object) -> None:
+    """A template is a string with exactly one `{}` (where the class name goes); `{{` and `}}` are braces."""
+    if not isinstance(template, str):
+        raise ValueError(f"prompt template {template!r} is not a string")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"prompt template {template!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+    if not fields:
+        raise ValueError(f"prompt template {template!r} has no {{}} where the class name goes")
+    if fields != [""] and not all(name == "0" for name in fields):  # "{0}" may repeat
+        raise ValueError(
+            f"prompt template {template!r} must have exactly one {{}} where the class name goes, "
+            f"found {len(fields)} field(s): {['{' + name + '}' for name in fields]}"
+        )

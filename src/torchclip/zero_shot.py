@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from torchclip.evaluate import encode_images, zero_shot_classifier
+from torchclip.evaluate import check_finite, encode_images, zero_shot_classifier
 from torchclip.templates import get_templates
 
 __all__ = ["ZeroShotClassifier", "ZeroShotImageClassificationPipeline", "pipeline"]
@@ -35,6 +35,8 @@ class ZeroShotClassifier:
 
     `templates`: a template set's name ("default", "imagenet" for the paper's 80, "imagenet-7", "photo",
     "none"; see `torchclip.templates`) or a list of strings with `{}` where the label goes.
+    `truncate`: what to do with a prompt longer than the model's context ("warn", "error", "silent"; it
+    is cut to fit in any case, see `torchclip.evaluate.check_text_lengths`).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class ZeroShotClassifier:
         labels: Sequence[str],
         templates: str | Sequence[str] = "default",
         batch_size: int = 32,
+        truncate: str = "warn",
     ) -> None:
         labels = list(labels)
         if not labels:
@@ -60,17 +63,21 @@ class ZeroShotClassifier:
         self.labels = labels
         self.templates = get_templates(templates)
         self.batch_size = batch_size
+        self.truncate = truncate
 
     @cached_property
     def class_embeddings(self) -> torch.Tensor:
         """[labels, D] float32, L2-normalised: each label's prompt embeddings averaged (built on first use)."""
-        return zero_shot_classifier(self.model, self.processor.tokenizer, self.labels, self.templates)
+        embeddings = zero_shot_classifier(
+            self.model, self.processor.tokenizer, self.labels, self.templates, truncate=self.truncate
+        )
+        return check_finite(self.model, embeddings, "label embeddings")
 
     def probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
         """[N, labels] softmax scores for L2-normalised image embeddings [N, D]."""
         classes = self.class_embeddings
         logits = self.model.logit_scale.exp().float() * image_features.to(classes.device).float() @ classes.t()
-        return logits.softmax(dim=-1).cpu()
+        return check_finite(self.model, logits.softmax(dim=-1).cpu(), "scores")
 
     def rank(self, image_features: torch.Tensor, top_k: int | None = None) -> list[Ranking]:
         """For each image embedding, its labels best first as `{"label", "score"}` (the top `top_k`)."""

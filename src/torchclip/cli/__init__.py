@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 COMMANDS = [
     "classify", "similarity", "embed", "index", "search", "store", "convert", "export", "train", "eval", "bench",
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -58,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"torchclip {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
+    """A warning (e.g. Pillow's DecompressionBombWarning) as one line, not a source excerpt."""
+    return f"torchclip: warning: {message} ({category.__name__})\n"
 
 
 if __name__ == "__main__":

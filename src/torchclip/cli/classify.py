@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, load_model_and_processor
+from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
+from torchclip.display import printable, shorten
+
+LABEL_COLUMN = 60  # characters of each label shown in the table (JSON has them whole)
 
 EXAMPLES = """examples:
   torchclip classify photo.jpg --labels cat dog "a bird"
@@ -16,7 +19,8 @@ EXAMPLES = """examples:
 
 --templates takes a set's name (default, imagenet = the paper's 80 prompts, imagenet-7, photo, none) or
 templates with {} where the label goes; the label embeddings average all of them (prompt ensembling).
-Scores are softmax probabilities over the given labels. Unreadable images are reported and skipped (exit 1).
+Scores are softmax probabilities over the given labels. Unreadable or missing images are reported and skipped
+(exit 1). A progress bar shows on a terminal (--quiet: none).
 """
 
 
@@ -35,18 +39,52 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--templates", nargs="+", default=["default"], help="template set name or templates with {}")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncate_option(parser)
     add_model_options(parser)
     return parser
 
 
-def read_labels(path: str) -> list[str]:
+def read_labels(path: str, what: str = "labels") -> list[str]:
+    """One label (or text) per non-blank line of a UTF-8 file; a byte-order mark is not part of the first."""
     file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(f"{what} file {printable(path)!r} is a folder, not a text file")
     if not file.is_file():
-        raise FileNotFoundError(f"labels file {path!r} does not exist")
-    labels = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise FileNotFoundError(f"{what} file {printable(path)!r} does not exist")
+    try:
+        content = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{what} file {printable(path)!r}, line {line}: not UTF-8 text ({exc.reason})") from None
+    labels = [line.strip() for line in content.splitlines() if line.strip()]
     if not labels:
-        raise ValueError(f"labels file {path!r} has no labels")
+        raise ValueError(f"{what} file {printable(path)!r} has no {what}")
     return labels
+
+
+def usable_images(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the paths that are files, (path, why not) for the others); an error when none is."""
+    good, missing = [], []
+    for path in paths:
+        if Path(path).is_dir():
+            missing.append((path, "is a folder, not an image file (`torchclip embed FOLDER` takes folders)"))
+        elif not Path(path).is_file():
+            missing.append((path, "does not exist"))
+        else:
+            good.append(path)
+    if not good:
+        path, why = missing[0]
+        more = f" (nor do the other {len(missing) - 1})" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"image {printable(path)!r} {why}{more}")
+    return good, missing
+
+
+def progress_bar(total: int, quiet: bool, unit: str = "img"):  # -> tqdm
+    """Count, rate and ETA on stderr when it is a terminal, unless --quiet."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, disable=True if quiet else None, leave=False, dynamic_ncols=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,27 +95,30 @@ def run(args: argparse.Namespace) -> int:
 
     labels = args.labels or read_labels(args.labels_file)
     templates = args.templates[0] if len(args.templates) == 1 else args.templates
-    for image in args.images:
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"image {image!r} does not exist")
+    images, failures = usable_images(args.images)
     model, processor = load_model_and_processor(args)
-    classifier = ZeroShotClassifier(model, processor, labels, templates, batch_size=args.batch_size)
-    indices, features, failures = [], [], []
-    for batch in embed_image_files(model, processor.image_processor, args.images, args.batch_size):
-        indices += batch.indices
-        features.append(batch.features)
-        failures += batch.failures
+    classifier = ZeroShotClassifier(
+        model, processor, labels, templates, batch_size=args.batch_size, truncate=args.truncate
+    )
+    classifier.class_embeddings  # noqa: B018 (built now: a bad label or template fails before the images)
+    indices, features = [], []
+    with progress_bar(len(images), args.quiet) as bar:
+        for batch in embed_image_files(model, processor.image_processor, images, args.batch_size, on_batch=bar.update):
+            indices += batch.indices
+            features.append(batch.features)
+            failures += [(images[i], error) for i, error in batch.failures]
     rankings = classifier.rank(torch.cat(features), args.top_k) if indices else []
-    results = [{"image": args.images[i], "labels": ranking} for i, ranking in zip(indices, rankings)]
+    results = [{"image": printable(images[i]), "labels": ranking} for i, ranking in zip(indices, rankings)]
     if args.json:
-        errors = [{"image": args.images[i], "error": error} for i, error in failures]
+        errors = [{"image": printable(path), "error": printable(error)} for path, error in failures]
         print(json.dumps(results + errors, indent=2))
     else:
         for result in results:
             print(result["image"])
-            width = max(len(entry["label"]) for entry in result["labels"])
-            for rank, entry in enumerate(result["labels"], 1):
-                print(f"  {rank:>2}. {entry['label']:<{width}}  {100 * entry['score']:6.2f}%")
-    for i, error in failures:
-        print(f"torchclip classify: skipped {args.images[i]}: {error}", file=sys.stderr)
+            shown = [shorten(printable(entry["label"]), LABEL_COLUMN) for entry in result["labels"]]
+            width = max(len(label) for label in shown)
+            for rank, (label, entry) in enumerate(zip(shown, result["labels"]), 1):
+                print(f"  {rank:>2}. {label:<{width}}  {100 * entry['score']:6.2f}%")
+    for path, error in failures:
+        print(f"torchclip classify: skipped {printable(path)}: {printable(error)}", file=sys.stderr)
     return 1 if failures else 0

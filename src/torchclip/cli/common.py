@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,5 +30,25 @@ def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
 
     from torchclip.convert import load
 
+    note_if_bundled(args.model)
     model, processor = load(args.model or bundled_model_path(), device=args.device, dtype=getattr(torch, args.dtype))
     return model, processor
+
+
+def note_if_bundled(model: str | None) -> None:
+    """One line on stderr when the bundled model answers: it knows coloured shapes, not photos."""
+    if model is None or Path(model).resolve() == bundled_model_path():
+        print(
+            "torchclip: using the bundled model, a small CLIP trained only on coloured shapes (not a photo model); "
+            "pass --model for another checkpoint",
+            file=sys.stderr,
+        )
+
+
+def add_truncate_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--truncate",
+        choices=["warn", "error", "silent"],
+        default="warn",
+        help="a text longer than the model's context (77 tokens) is cut to fit: warn (default), error, silent",
+    )

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, bundled_model_path, load_model_and_processor
+from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, load_model_and_processor
 
 EXAMPLES = """examples:
   torchclip embed ~/Pictures --out pictures.emb           # every image under the folder, recursively
@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--vectors", default=None, help="bring your own: an [N, D] .npy of embeddings (with --keys)")
     parser.add_argument("--keys", default=None, help="with --vectors: a text file of N keys, one per line")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncate_option(parser)
     parser.add_argument(
         "--fast-decode",
         action="store_true",
@@ -116,6 +117,7 @@ def add_own_vectors(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed
 
+    from torchclip.evaluate import check_text_lengths
     from torchclip.store import EmbeddingStore, image_items, text_items, update_store
     from torchclip.store.update import validate_options
 
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     processor.image_processor.fast_jpeg_decode = args.fast_decode
     if args.texts:
         items = text_items(args.source, args.column)
+        check_text_lengths(processor.tokenizer, [item.text for item in items], args.truncate)
     else:
         items = image_items(args.source, exclude=[out])
     barrier = torch.distributed.barrier if world > 1 else (lambda: None)

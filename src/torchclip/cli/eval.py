@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, bundled_model_path
+from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, note_if_bundled
+from torchclip.display import printable
 
 EXAMPLES = """examples:
   torchclip eval --task zeroshot --data synthetic-heldout       # the bundled model on unseen colour x shape pairs
@@ -16,6 +18,9 @@ EXAMPLES = """examples:
 --data for zeroshot: synthetic-heldout, synthetic-seen, or a folder with one sub-folder of images per class
 (the sub-folder name, with '_' read as a space, is the class name). For retrieval: synthetic, a .csv/.tsv of
 (path, caption), a folder of images with same-named .txt captions, or tar shards.
+
+Unreadable images are skipped, counted ("skipped" in the metrics) and listed on stderr (exit 1); 200
+unusable samples in a row stop the run with an error. A progress bar shows on a terminal (--quiet: none).
 """
 
 
@@ -35,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", type=int, default=1000, help="retrieval: pairs to use (at most)")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the synthetic evaluation images")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncate_option(parser)
     return parser
 
 
@@ -55,52 +62,115 @@ def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, [name.replace("_", " ") for name in classes]
 
 
-def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple[list, list[str]]:
-    """Up to `limit` good (image, caption) pairs from any training data source, bad ones skipped."""
-    from torchclip.train.data import BadSample, open_source
+def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple[list, list[str], list[str]]:
+    """Up to `limit` good (image, caption) pairs from any training data source, and the bad samples
+    skipped (their messages); `MAX_BAD_IN_ROW` bad ones in a row end it with an error."""
+    from torchclip.train.data import MAX_BAD_IN_ROW, BadSample, open_source
 
     source = open_source(spec, seed, image_size)
-    images, captions = [], []
+    images, captions, skipped = [], [], []
+    bad_in_row = 0
     for item in source.items(0, 0, 1):
         try:
             image, caption = source.decode(item)
-        except BadSample:
+        except BadSample as exc:
+            skipped.append(str(exc))
+            bad_in_row += 1
+            if bad_in_row >= MAX_BAD_IN_ROW:
+                raise ValueError(
+                    f"{spec}: {MAX_BAD_IN_ROW} samples in a row could not be used ({len(images)} usable before "
+                    f"them); the last: {exc}"
+                ) from None
             continue
+        bad_in_row = 0
         images.append(image)
         captions.append(caption)
         if len(images) == limit:
             break
-    return images, captions
+    if not images:
+        raise ValueError(f"{spec}: no usable (image, caption) pair among {len(skipped)}")
+    return images, captions, skipped
+
+
+def _embed_paths(model, processor, paths: list[Path], batch_size: int, quiet: bool):
+    """Embeddings of the image files that decode, their indices in `paths`, and (index, error) of the others."""
+    import torch
+
+    from torchclip.cli.classify import progress_bar
+    from torchclip.image_files import embed_image_files
+
+    indices, features, failures = [], [], []
+    with progress_bar(len(paths), quiet) as bar:
+        for batch in embed_image_files(model, processor.image_processor, paths, batch_size, on_batch=bar.update):
+            indices += batch.indices
+            features.append(batch.features)
+            failures += batch.failures
+    return torch.cat(features), indices, failures
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from torchclip import evaluate
+    from torchclip.cli.classify import progress_bar
+    from torchclip.templates import get_templates
+    from torchclip.train.synthetic import SyntheticCaptions
     from torchclip.train.trainer import load_checkpoint
 
+    templates = get_templates(args.templates) if args.templates else None  # a bad template fails first
+    note_if_bundled(args.model)
     model, processor = load_checkpoint(str(args.model or bundled_model_path()))
     model = model.to(args.device, getattr(torch, args.dtype)).eval()
     if processor is None:
         raise ValueError(f"{args.model}: no tokenizer/preprocessor files next to the weights")
+    skipped: list[str] = []
     if args.task == "zeroshot":
         if args.data in ("synthetic-heldout", "synthetic-seen"):
             split = args.data.removeprefix("synthetic-")
-            metrics = evaluate.synthetic_zero_shot(model, processor, split, args.per_class, args.seed)
+            compositions = len(SyntheticCaptions(seed=args.seed, split=split).pairs)
+            with progress_bar(args.per_class * compositions, args.quiet) as bar:
+                metrics = evaluate.synthetic_zero_shot(
+                    model, processor, split, args.per_class, args.seed, on_batch=bar.update, batch_size=args.batch_size
+                )
         else:
             paths, labels, classes = _image_folder(Path(args.data))
-            templates = args.templates or evaluate.DEFAULT_TEMPLATES
-            metrics = evaluate.zero_shot_accuracy(model, processor, paths, labels, classes, templates)
-            metrics.update(images=len(paths), classes=len(classes))
+            classifier = evaluate.zero_shot_classifier(
+                model, processor.tokenizer, classes, templates or evaluate.DEFAULT_TEMPLATES, truncate=args.truncate
+            )
+            features, indices, failures = _embed_paths(model, processor, paths, args.batch_size, args.quiet)
+            if not indices:
+                raise ValueError(f"{args.data}: none of its {len(paths)} images could be read")
+            metrics = evaluate.topk_accuracy(features, classifier, [labels[i] for i in indices])
+            metrics.update(images=len(indices), classes=len(classes))
+            skipped = [f"{printable(paths[i])}: {printable(error)}" for i, error in failures]
     else:
-        images, captions = _retrieval_pairs(
+        images, captions, skipped = _retrieval_pairs(
             args.data, args.num_samples, args.seed, model.config.vision_config.image_size
         )
-        metrics = evaluate.retrieval_metrics(model, processor, images, captions)
+        with progress_bar(len(images), args.quiet) as bar:
+            metrics = evaluate.retrieval_metrics(
+                model,
+                processor,
+                images,
+                captions,
+                truncate=args.truncate,
+                on_batch=bar.update,
+                batch_size=args.batch_size,
+            )
         metrics["pairs"] = len(images)
-    metrics = {"task": args.task, "data": args.data, "model": str(args.model or bundled_model_path()), **metrics}
+    metrics = {
+        "task": args.task,
+        "data": printable(args.data),
+        "model": printable(str(args.model or bundled_model_path())),
+        **{key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()},
+        "skipped": len(skipped),
+    }
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    for message in skipped[:20]:
+        print(f"torchclip eval: skipped {printable(message)}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"torchclip eval: ... and {len(skipped) - 20} more skipped", file=sys.stderr)
+    return 1 if skipped else 0

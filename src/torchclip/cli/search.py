@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, load_model_and_processor
+from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
 from torchclip.cli.similarity import add_plot_options
 
 EXAMPLES = """examples:
@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--where", default=None, help='SQL filter on the stored columns, e.g. "width > 1000"')
     parser.add_argument("--json", action="store_true", help="print JSON instead of a list")
     add_plot_options(parser)
+    add_truncate_option(parser)
     add_model_options(parser)
     return parser
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         parts = []
         if args.queries:
-            parts.append(encode_texts(model, processor.tokenizer, args.queries, args.batch_size))
+            parts.append(encode_texts(model, processor.tokenizer, args.queries, args.batch_size, args.truncate))
         if args.image:
             parts.append(encode_images(model, processor.image_processor, args.image, args.batch_size))
     queries = [*args.queries, *(f"image {image}" for image in args.image)]

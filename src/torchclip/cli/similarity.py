@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, load_model_and_processor
+from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
+from torchclip.display import printable, shorten
+
+TEXT_COLUMN = 60  # characters of each text shown in the table (JSON has them whole)
 
 EXAMPLES = """examples:
   torchclip similarity cat.jpg dog.jpg --texts "a cat" "a dog"
@@ -14,7 +18,8 @@ EXAMPLES = """examples:
   torchclip similarity a.jpg b.jpg --texts "x" "y" --json --plot out.png --plot-size 1200x800
 
 The plot is the heat map of CLIP's notebook: one row per text, one column per image, the images as
-thumbnails on top. Plots need matplotlib (pip install 'torchclip[plot]').
+thumbnails on top. Plots need matplotlib (pip install 'torchclip[plot]'). Unreadable or missing images are
+reported and left out (exit 1). A progress bar shows on a terminal (--quiet: none).
 """
 
 
@@ -31,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     texts.add_argument("--texts", nargs="+", help="the texts")
     texts.add_argument("--texts-file", help="a text file with one text per line")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncate_option(parser)
     add_plot_options(parser)
     add_model_options(parser)
     return parser
@@ -46,37 +53,53 @@ def parse_size(text: str) -> tuple[int, int]:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1200x800, got {text!r}") from None
+    from torchclip.plots import MAX_SIDE
+
+    if not (50 <= width <= MAX_SIDE and 50 <= height <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"a plot is 50 to {MAX_SIDE} pixels a side, got {text!r}")
     return width, height
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchclip.evaluate import encode_images, encode_texts
+    from torchclip.cli.classify import progress_bar, read_labels, usable_images
+    from torchclip.evaluate import check_finite, encode_texts
+    from torchclip.image_files import embed_image_files
 
-    texts = args.texts
-    if texts is None:
-        from torchclip.cli.classify import read_labels
-
-        texts = read_labels(args.texts_file)
-    for image in args.images:
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"image {image!r} does not exist")
+    texts = args.texts or read_labels(args.texts_file, what="texts")
+    candidates, failures = usable_images(args.images)
     model, processor = load_model_and_processor(args)
     with torch.inference_mode():
-        image_features = encode_images(model, processor.image_processor, args.images, args.batch_size)
-        text_features = encode_texts(model, processor.tokenizer, texts, args.batch_size)
-    similarity = (text_features @ image_features.t()).cpu().numpy()  # [texts, images]
+        text_features = encode_texts(model, processor.tokenizer, texts, args.batch_size, truncate=args.truncate)
+    indices, features = [], []
+    with progress_bar(len(candidates), args.quiet) as bar:
+        batches = embed_image_files(model, processor.image_processor, candidates, args.batch_size, on_batch=bar.update)
+        for batch in batches:
+            indices += batch.indices
+            features.append(batch.features)
+            failures += [(candidates[i], error) for i, error in batch.failures]
+    images = [candidates[i] for i in indices]
+    image_features = torch.cat(features) if features else torch.empty(0, text_features.shape[1])
+    similarity = check_finite(model, text_features @ image_features.t(), "similarities").cpu().numpy()
     if args.json:
-        print(json.dumps({"images": args.images, "texts": texts, "similarity": similarity.tolist()}, indent=2))
-    else:
-        names = [Path(image).name for image in args.images]
-        width = max(len(text) for text in texts)
-        print(" " * width + "".join(f"  {name[:12]:>12}" for name in names))
-        for text, row in zip(texts, similarity):
-            print(f"{text:<{width}}" + "".join(f"  {value:12.4f}" for value in row))
-    if args.plot:
+        shown = [printable(image) for image in images]
+        print(
+            json.dumps(
+                {"images": shown, "texts": [printable(t) for t in texts], "similarity": similarity.tolist()}, indent=2
+            )
+        )
+    elif images:
+        names = [printable(Path(image).name) for image in images]
+        rows = [shorten(printable(text), TEXT_COLUMN) for text in texts]
+        width = max(len(row) for row in rows)
+        print(" " * width + "".join(f"  {shorten(name, 12):>12}" for name in names))
+        for text, values in zip(rows, similarity):
+            print(f"{text:<{width}}" + "".join(f"  {value:12.4f}" for value in values))
+    if args.plot and images:
         from torchclip.plots import similarity_heatmap
 
-        similarity_heatmap(args.images, texts, similarity, args.plot, size=args.plot_size)
-    return 0
+        similarity_heatmap(images, texts, similarity, args.plot, size=args.plot_size)
+    for path, error in failures:
+        print(f"torchclip similarity: skipped {printable(path)}: {printable(error)}", file=sys.stderr)
+    return 1 if failures else 0

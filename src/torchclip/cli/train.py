@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   torchclip train --model openai/clip-vit-base-patch32 --data pairs.csv --output runs/ft --lr 1e-5 --steps 2000
   torchclip train --model runs/ft/model --data 'shards/{00000..00099}.tar' --lock-image --output runs/lit
   torchclip train --output runs/small --recipe synthetic-small --resume  # continue after a kill
+  torchclip train --output runs/small --recipe synthetic-small --overwrite   # start that run again from step 0
   torchrun --nproc_per_node 4 -m torchclip.train --recipe synthetic-small --output runs/ddp
 """
 
@@ -41,9 +42,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--save-every", dest="save_every", type=int, default=None, help="checkpoint every N steps")
     add("--log-every", dest="log_every", type=int, default=None, help="metrics line every N steps")
     add("--save-dtype", dest="save_dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    add("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
+    add("--device", default=None, help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N; default: cuda if available, else cpu")
     add("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    add("--max-bad-in-row", dest="max_bad_in_row", type=int, default=None,
+        help="stop when this many samples in a row are unusable (default: 200)")  # fmt: skip
     add("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    add("--overwrite", action="store_true", help="start again in an --output folder that holds a run")
     add("--stop-after", dest="stop_after", type=int, default=None, help="stop (as if killed) after N steps")
 
 
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = config_from_args(args)
-    out = train(config, resume=args.resume, stop_after=args.stop_after)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --output and --overwrite starts it again: give one")
+    out = train(config, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
     print(f"run folder: {out}")
     return 0

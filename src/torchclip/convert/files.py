@@ -62,12 +62,16 @@ def _torch_load(path: Path) -> object:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
+        named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if "Weights only load failed" not in str(exc) or not named:  # not a pickle at all, e.g. a text file
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (not what torch.save writes)") from None
         raise CheckpointError(
-            f"{path}: refused to load: it holds more than tensors and plain containers, and torchclip never "
-            f"unpickles arbitrary objects ({str(exc).strip().splitlines()[0]})"
+            f"{path}: refused to load: it is a pickle that asks to run code, not just tensors and plain "
+            f"containers, and torchclip never unpickles arbitrary objects ({named[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint at all?): {message}"
+            f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint at all?): "
+            f"{type(exc).__name__}: {message}"
         ) from None

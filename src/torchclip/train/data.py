@@ -5,7 +5,9 @@ Every source is cut into *streams*, one per (rank, DataLoader worker): a table o
 per-epoch permutation, tar shards by handing out whole shards (or, with fewer shards than streams, every
 k-th sample of each shard). A stream is an endless sequence of raw items, numbered; decoding happens in the
 worker, and a sample that cannot be used (unreadable image, empty caption) is skipped, logged with its name
-and reported in the batch, so training never stops on a bad file.
+and reported in the batch, so training never stops on a bad file. A stream that meets `MAX_BAD_IN_ROW`
+unusable samples in a row stops instead (a table whose paths all point nowhere would otherwise retry
+forever): its last batch carries an `error` that says how many were tried and what the last one was.
 
 Each batch carries its stream's position after it. The trainer keeps the positions of the batches it has
 consumed, so a resumed run restarts every stream where it stopped: the same samples, in the same order.
@@ -29,11 +31,16 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchclip.display import printable
+
 log = logging.getLogger("torchclip.train")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PATH_COLUMNS = ("filepath", "image", "path", "file", "image_path", "url")
 CAPTION_COLUMNS = ("caption", "text", "title", "label")
+# Unusable samples in a row after which a data stream gives up. Shuffled data with even half its samples
+# bad meets 200 in a row with probability 2**-200; 200 failed opens of missing files take well under a second.
+MAX_BAD_IN_ROW = 200
 
 
 class BadSample(Exception):
@@ -110,8 +117,12 @@ class TablePairs(IndexedSource):
         super().__init__(seed)
         self.path = Path(path)
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter=delimiter))
+        try:  # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.reader(handle, delimiter=delimiter))
+        except UnicodeDecodeError as exc:
+            line = self.path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ValueError(f"{self.path}, line {line}: not UTF-8 text ({exc.reason})") from None
         if not rows:
             raise ValueError(f"{self.path}: no rows")
         header = [cell.strip().lower() for cell in rows[0]]
@@ -304,8 +315,10 @@ class PairBatches(IterableDataset):
         num_workers: int = 0,
         start: list[int] | None = None,
         rotation: int = 0,
+        max_bad_in_row: int = MAX_BAD_IN_ROW,
     ):
         self.source, self.processor, self.batch_size = source, processor, batch_size
+        self.max_bad_in_row = max_bad_in_row
         self.rank, self.world_size = rank, world_size
         self.num_streams = max(1, num_workers)
         self.start = start or [0] * self.num_streams
@@ -320,19 +333,24 @@ class PairBatches(IterableDataset):
         images: list[torch.Tensor] = []
         captions: list[str] = []
         bad: list[str] = []
+        tried = good = bad_in_row = 0
         for position, item in self._raw(stream, self.start[stream]):
+            tried += 1
             try:
                 image, caption = self.source.decode(item)
                 pixels = self.processor.image_processor(image, return_tensors="pt", num_workers=1).pixel_values[0]
-            except BadSample as exc:
-                log.warning("skipped bad sample %s", exc)
-                bad.append(str(exc))
-                continue
             except Exception as exc:  # a preprocessing failure on one odd image must not end training
-                message = f"{item.name}: {type(exc).__name__}: {exc}"
+                message = str(exc) if isinstance(exc, BadSample) else f"{item.name}: {type(exc).__name__}: {exc}"
+                message = printable(message)  # a file name may hold a newline or bytes that are not UTF-8
                 log.warning("skipped bad sample %s", message)
                 bad.append(message)
+                bad_in_row += 1
+                if bad_in_row >= self.max_bad_in_row:
+                    yield {"error": self._give_up_message(stream, tried, good, message), "bad": bad}
+                    return
                 continue
+            good += 1
+            bad_in_row = 0
             images.append(pixels)
             captions.append(caption)
             if len(images) == self.batch_size:
@@ -346,6 +364,12 @@ class PairBatches(IterableDataset):
                     "bad": bad,
                 }
                 images, captions, bad = [], [], []
+
+    def _give_up_message(self, stream: int, tried: int, good: int, last: str) -> str:
+        return (
+            f"{self.max_bad_in_row} samples in a row could not be used, so data stream {stream} of rank {self.rank} "
+            f"gave up after trying {tried} ({good} usable); the last: {last}"
+        )
 
     def _raw(self, stream: int, start: int) -> Iterator[tuple[int, Item]]:
         """(position after the item, item) of one stream, from raw position `start` on, across epochs."""

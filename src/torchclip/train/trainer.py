@@ -4,9 +4,11 @@ One optimiser step = `accum_steps` micro-batches of `batch_size` pairs on every 
 model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) and `ClipLoss` contrasts the
 features of all ranks, so N ranks with batch B train as one process with batch N*B.
 
-Checkpoints (`OUTPUT/checkpoint-last.pt`, written to a temporary file and renamed) hold the weights, the
-optimiser, the step, and every data stream's position: `resume=True` continues the same run, bit for
-bit, after a kill at any moment (the work since the last checkpoint is redone).
+Checkpoints (`OUTPUT/checkpoint-last.safetensors`, see `torchclip.train.checkpoint`: nothing in them is
+executed when they load) hold the weights, the optimiser, the random generators, the step, and every data
+stream's position: `resume=True` continues the same run, bit for bit, after a kill at any moment (the work
+since the last checkpoint is redone). A folder that already holds a run is never overwritten silently:
+continue it with `resume=True` or start over with `overwrite=True`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +29,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torchclip.train.data import PairBatches, open_source
+from torchclip.train.checkpoint import (
+    CHECKPOINT_NAME,
+    LEGACY_CHECKPOINT_NAME,
+    RunState,
+    find_checkpoint,
+    load_run_state,
+    restore_rng,
+    rng_state,
+    save_run_state,
+)
+from torchclip.train.data import MAX_BAD_IN_ROW, PairBatches, open_source
 from torchclip.train.loss import ClipLoss
 
 log = logging.getLogger("torchclip.train")
 
-CHECKPOINT_NAME = "checkpoint-last.pt"
+METRICS_NAME = "metrics.jsonl"
 MAX_LOGIT_SCALE = math.log(100)
 
 
@@ -63,8 +76,9 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     save_dtype: str = "float32"  # dtype of the final exported model
-    device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu
+    device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu; "cuda" means cuda:LOCAL_RANK
     progress: bool = True
+    max_bad_in_row: int = MAX_BAD_IN_ROW  # consecutive unusable samples in one data stream before giving up
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -73,7 +87,7 @@ class TrainConfig:
             raise ValueError("lock_image and lock_text together leave nothing to train")
         if self.model is None and self.model_config is None:
             raise ValueError("give a checkpoint to start from (model) or a model_config to initialise randomly")
-        for name in ("steps", "batch_size", "accum_steps"):
+        for name in ("steps", "batch_size", "accum_steps", "max_bad_in_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -175,13 +189,32 @@ class Distributed:
         return self.rank == 0
 
 
+def choose_device(requested: str | None, local_rank: int, cuda_devices: int) -> torch.device:
+    """The device of this process: `requested` as given, except that a bare "cuda" (or no request on a
+    machine with GPUs) means this process's own GPU, cuda:LOCAL_RANK, as torchrun numbers them."""
+    if requested is None:
+        return torch.device("cuda", local_rank) if cuda_devices else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type != "cuda":
+        return device
+    if not cuda_devices:
+        raise ValueError(f"--device {requested}: this machine has no CUDA GPU that torch {torch.__version__} can use")
+    if device.index is None:
+        device = torch.device("cuda", local_rank)
+    if device.index >= cuda_devices:
+        raise ValueError(f"--device {requested}: GPU {device.index} asked for, but this machine has {cuda_devices}")
+    return device
+
+
 def init_distributed(device: str | None) -> tuple[Distributed, torch.device]:
     """Join the process group torchrun describes in the environment (no-op for a single process)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     env = Distributed(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    if device is None:
-        device = f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    target = choose_device(device, env.local_rank, cuda_devices)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if env.enabled and not dist.is_initialized():
@@ -196,15 +229,36 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a kill leaves the old file intact."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def run_folder_problem(out: Path, resume: bool, overwrite: bool) -> str | None:
+    """Why training cannot go into `out` as asked (None when it can): resuming needs a checkpoint,
+    and a folder that already holds a run is only reused with resume or overwrite."""
+    checkpoint = find_checkpoint(out)
+    if resume:
+        return None if checkpoint else f"--resume: no {CHECKPOINT_NAME} in {str(out)!r}"
+    if (checkpoint or (out / METRICS_NAME).exists()) and not overwrite:
+        held = checkpoint.name if checkpoint else METRICS_NAME
+        return (
+            f"{str(out)!r} already holds a run ({held}): pass --resume to continue it, "
+            "or --overwrite to start it again from step 0"
+        )
+    return None
+
+
+def clear_run(out: Path) -> None:
+    """Remove what an earlier run wrote into `out` (for overwrite); other files are left alone."""
+    for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, METRICS_NAME):
+        (out / name).unlink(missing_ok=True)
+    for name in ("model", "tensorboard"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def agree(env: Distributed, value: Any) -> Any:
+    """Rank 0's `value` on every rank, so all ranks take the same branch (e.g. all raise the same error)."""
+    if not env.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class MetricsLog:
@@ -212,7 +266,7 @@ class MetricsLog:
 
     def __init__(self, folder: Path, enabled: bool):
         self.enabled = enabled
-        self.path = folder / "metrics.jsonl"
+        self.path = folder / METRICS_NAME
         self.board = None
         if enabled:
             try:
@@ -221,6 +275,23 @@ class MetricsLog:
                 self.board = SummaryWriter(str(folder / "tensorboard"))
             except ImportError:
                 pass
+
+    def keep_until(self, step: int) -> None:
+        """Drop the lines after `step` (written after the checkpoint a resumed run restarts from, and
+        redone by it), and a line cut short by a kill; rewritten atomically."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -237,16 +308,23 @@ class MetricsLog:
             self.board.close()
 
 
-def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> Path:
+def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, overwrite: bool = False) -> Path:
     """Run (or continue) training; returns the output folder.
 
-    `stop_after`: end this process after that many optimiser steps in total (a checkpoint is written
-    first), as if killed there; the run continues with `resume=True`. The exported model (`OUTPUT/model`,
-    an HF folder with the processor files) is written when the last step is done.
+    `resume`: continue the run in `output_dir` from its checkpoint. `overwrite`: start again in a folder
+    that holds a run (its checkpoint, metrics and model are removed); without either, such a folder is
+    refused. `stop_after`: end this process after that many optimiser steps in total (a checkpoint is
+    written first), as if killed there. The exported model (`OUTPUT/model`, an HF folder with the
+    processor files) is written when the last step is done.
     """
     env, device = init_distributed(config.device)
     out = Path(config.output_dir)
+    problem = agree(env, run_folder_problem(out, resume, overwrite) if env.main else None)
+    if problem:
+        raise FileExistsError(problem) if not resume else FileNotFoundError(problem)
     if env.main:
+        if overwrite and not resume:
+            clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     torch.manual_seed(config.seed)
@@ -269,22 +347,24 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
 
     step, consumed, start = 0, 0, None
     checkpoint_path = out / CHECKPOINT_NAME
+    metrics = MetricsLog(out, env.main)
     if resume:
-        if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT_NAME} in {str(out)!r}")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, consumed = state["step"], state["consumed_batches"]
-        saved_world, saved_workers = len(state["positions"]), len(state["positions"][0])
+        resumed_from = find_checkpoint(out) or checkpoint_path
+        state = load_run_state(resumed_from)  # on the CPU: loading copies weights and moments to the device,
+        # and the optimiser keeps its step counters on the CPU, as in an uninterrupted run
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        step, consumed = state.step, state.consumed_batches
+        saved_world, saved_workers = len(state.positions), len(state.positions[0])
         if (saved_world, saved_workers) != (env.world_size, max(1, config.workers)):
             raise ValueError(
                 f"the checkpoint was written by {saved_world} process(es) with {saved_workers} data worker stream(s) "
                 f"each; resume with the same (now {env.world_size} and {max(1, config.workers)})"
             )
-        start = state["positions"][env.rank]
+        start = state.positions[env.rank]
+        metrics.keep_until(step)
         if env.main:
-            log.info("resumed from %s at step %d", checkpoint_path, step)
+            log.info("resumed from %s at step %d", resumed_from, step)
     positions = list(start) if start else [0] * max(1, config.workers)
 
     source = open_source(config.data, config.seed, model.config.vision_config.image_size)
@@ -297,12 +377,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         num_workers=config.workers,
         start=positions,
         rotation=consumed % max(1, config.workers),
+        max_bad_in_row=config.max_bad_in_row,
     )
     loader = torch.utils.data.DataLoader(
         batches, batch_size=None, num_workers=config.workers, persistent_workers=config.workers > 0
     )
     data = iter(loader)
-    metrics = MetricsLog(out, env.main)
+    if resume:  # after the loader has drawn its workers' seeds, as the uninterrupted run's did at step 0
+        restore_rng(state.rng, device)
     global_batch = config.batch_size * config.accum_steps * env.world_size
     progress = None
     if env.main and config.progress:
@@ -320,6 +402,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         loss_sum = torch.zeros((), device=device)
         for micro in range(config.accum_steps):
             batch = next(data)
+            if "error" in batch:  # a data stream gave up (see PairBatches); stop here, before the model
+                raise ValueError(f"training data {config.data!r}: {batch['error']}")
             positions[batch["stream"]] = batch["position"]
             consumed += 1
             bad_total += len(batch["bad"])
@@ -370,7 +454,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
                 progress.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             tick, samples_since = time.perf_counter(), 0
         if step % config.save_every == 0 or step == last_step:
-            save_checkpoint(checkpoint_path, model, optimizer, step, consumed, positions, env)
+            save_checkpoint(checkpoint_path, model, optimizer, step, consumed, positions, env, device)
 
     if progress is not None:
         progress.close()
@@ -393,6 +477,7 @@ def save_checkpoint(
     consumed: int,
     positions: list[int],
     env: Distributed,
+    device: torch.device,
 ) -> None:
     """Rank 0 writes the run's state with every rank's data positions (they differ per rank)."""
     all_positions = [positions]
@@ -400,14 +485,8 @@ def save_checkpoint(
         all_positions = [None] * env.world_size  # type: ignore[list-item]
         dist.all_gather_object(all_positions, list(positions))
     if env.main:
-        state = {
-            "step": step,
-            "consumed_batches": consumed,
-            "positions": all_positions,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        }
-        atomic_save(state, path)
+        state = RunState(step, consumed, all_positions, model.state_dict(), optimizer.state_dict(), rng_state(device))
+        save_run_state(path, state)
     if env.enabled:
         dist.barrier()
 
