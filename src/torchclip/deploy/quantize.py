@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import torch
 
 # An int8 export is kept if every verification embedding has at least this cosine with PyTorch fp32's:
 # measured >= 0.995 on random-weight test configs and >= 0.999 on the bundled model (tests/test_quantize.py).
@@ -80,3 +81,38 @@ def quantize(model: Any, dtype: str = "int8", providers: list[str] | None = None
     with tempfile.TemporaryDirectory(prefix="torchclip-int8-") as scratch:
         export_onnx(model, Path(scratch) / "int8", dtype="int8")
         return load_onnx(Path(scratch) / "int8", providers, threads)  # the sessions hold the graphs in memory
+
+
+def agreement_with(
+    model: Any, reference: Any, processor: Any, split: str = "heldout", per_class: int = 10, seed: int = 1234
+) -> dict[str, float]:
+    """What a cheaper `model` (int8, fp16, another backend) costs against `reference` on the synthetic
+    zero-shot evaluation (`torchclip.evaluate.synthetic_zero_shot`'s images, classes and prompts): both
+    top-1 accuracies, the fraction of images given the same class, and the cosine of the two models'
+    image and class embeddings (mean and min)."""
+    from torchclip.evaluate import encode_images, synthetic_templates, zero_shot_classifier
+    from torchclip.train.synthetic import SyntheticCaptions, all_compositions, composition_name
+
+    classes = [composition_name(c, s) for c, s in all_compositions()]
+    world = SyntheticCaptions(seed=seed, split=split, image_size=reference.config.vision_config.image_size)
+    examples = [world.example(index) for index in range(per_class * len(world.pairs))]
+    images, labels = [image for image, _ in examples], [classes.index(name) for _, name in examples]
+    results, embeddings = {}, {}
+    for name, candidate in (("model", model), ("reference", reference)):
+        class_embeds = zero_shot_classifier(candidate, processor.tokenizer, classes, synthetic_templates())
+        image_embeds = encode_images(candidate, processor.image_processor, images)
+        embeddings[name] = (image_embeds, class_embeds)
+        results[name] = (image_embeds @ class_embeds.t()).argmax(dim=-1)
+    truth = torch.tensor(labels)
+    image_cos = (embeddings["model"][0] * embeddings["reference"][0]).sum(-1)
+    class_cos = (embeddings["model"][1] * embeddings["reference"][1]).sum(-1)
+    return {
+        "images": len(images),
+        "top1": float((results["model"] == truth).float().mean()),
+        "reference_top1": float((results["reference"] == truth).float().mean()),
+        "agreement": float((results["model"] == results["reference"]).float().mean()),
+        "image_cosine_mean": float(image_cos.mean()),
+        "image_cosine_min": float(image_cos.min()),
+        "text_cosine_mean": float(class_cos.mean()),
+        "text_cosine_min": float(class_cos.min()),
+    }
