@@ -18,12 +18,15 @@ not an export dtype, so every projection is a plain `F.linear`, i.e. ONNX's MatM
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,13 @@ DEFAULT_OPSET = 18  # the dynamo exporter's own; earlier opsets are converted fr
 # the bundled model (tests/test_onnx.py), so the bound is 1e-2 of max |embedding|.
 FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
+
+
+def require_onnx() -> None:
+    """Fail with the way out when the `onnx` extra is not installed."""
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export and runtime need {', '.join(missing)}: pip install 'torchclip[onnx]'")
 
 
 class ExportVerificationError(RuntimeError):
@@ -140,6 +150,7 @@ def export_onnx(
     is built under a temporary name and renamed when verified, so a failed export leaves nothing behind;
     an existing `output` is refused rather than overwritten.
     """
+    require_onnx()
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"ONNX export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     output = Path(output)
@@ -208,16 +219,28 @@ def _export_graph(
     if max_sequence is not None:
         axes["sequence"] = torch.export.Dim("sequence", min=1, max=max_sequence)
     shapes = {name: {i: axes[axis] for i, axis in enumerate(names)} for name, names in dynamic.items()}
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # not its notices about torchvision's operators
+    with _quiet_exporter(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notices
+        program = _dynamo_export(module, inputs, input_names, output_name, shapes, opset)
+    program.save(str(path), external_data=_needs_external_data(program))
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's notices (e.g. about torchvision's operators) raised to errors, and torch's structured
+    trace log detached unless TORCH_TRACE asks for it: that log serializes every traced graph whenever its
+    logger has a handler, and test runners attach theirs (pytest's log capture made the bundled model's
+    export 8x slower)."""
+    exporter_log, trace_log = logging.getLogger("torch.onnx"), logging.getLogger("torch.__trace")
+    level, trace_handlers = exporter_log.level, trace_log.handlers
+    exporter_log.setLevel(logging.ERROR)
+    if not os.environ.get("TORCH_TRACE"):
+        trace_log.handlers = []
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notices
-            program = _dynamo_export(module, inputs, input_names, output_name, shapes, opset)
+        yield
     finally:
         exporter_log.setLevel(level)
-    program.save(str(path), external_data=_needs_external_data(program))
+        trace_log.handlers = trace_handlers
 
 
 def _dynamo_export(
@@ -250,6 +273,7 @@ def _needs_external_data(program: Any) -> bool:
 def session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None) -> Any:
     """An ONNX Runtime session: CUDA first when this onnxruntime has it, then the CPU; `threads` for the CPU
     (default: ONNX Runtime's own choice, one per physical core)."""
+    require_onnx()
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
