@@ -168,6 +168,25 @@ def test_exporter_refuses_graphs_that_differ_and_keeps_nothing(exported, tmp_pat
     assert (target / "text_model.onnx").is_file()
 
 
+def test_float16_export_is_within_its_documented_bound(tmp_path):
+    model = random_model("odd-gelu")
+    manifest = export_onnx(model, tmp_path / "fp16", dtype="float16")
+    encoder = torchclip.load_onnx(tmp_path / "fp16")
+    ids, mask = text_batch(model.config, 7, True, True)
+    pixels = torch.randn(7, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pairs = [
+            (encoder.get_text_features(ids, mask), model.get_text_features(ids, mask)),
+            (encoder.get_image_features(pixels), model.get_image_features(pixels)),
+        ]
+    for got, expected in pairs:
+        error, scale = (got - expected).abs().max().item(), expected.abs().max().item()
+        assert 1e-5 < error <= onnx_export.FP16_RELATIVE_TOLERANCE * scale  # fp16 really, and within the bound
+    assert manifest["dtype"] == "float16" and 0 < manifest["verification"]["text"] < 1e-2
+    graph = onnx.load(tmp_path / "fp16" / "vision_model.onnx").graph
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+
+
 def test_export_refuses_an_existing_folder_and_unknown_dtypes(exported, tmp_path):
     model, folder, _, _ = exported
     with pytest.raises(FileExistsError, match="already exists"):

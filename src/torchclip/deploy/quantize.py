@@ -40,8 +40,11 @@ def quantize_graph(path: str | os.PathLike) -> None:
             path,
             quantized,
             weight_type=QuantType.QInt8,  # u8 activations x s8 weights: the fast kernel (QUInt8 weights ran 5x slower)
-            op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_exclude=final_projection_nodes(onnx.load(path)),
+            op_types_to_quantize=["MatMul"],
+            # the quantizer first rewrites a Gemm (the final projection's, of a 2-D input) as NAME_MatMul
+            nodes_to_exclude=[
+                name + suffix for name in final_projection_nodes(onnx.load(path)) for suffix in ("", "_MatMul")
+            ],
             per_channel=True,
             extra_options={"MatMulConstBOnly": True},
         )
@@ -52,7 +55,7 @@ def quantize_graph(path: str | os.PathLike) -> None:
 
 def final_projection_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul / Gemm nodes that produce the graph's outputs (through casts and adds): the
-    projection into the joint embedding space, kept in float."""
+    projection into the joint embedding space, kept in float (in a quantized graph: none)."""
     producer = {output: node for node in model.graph.node for output in node.output}
     found, pending = [], [output.name for output in model.graph.output]
     while pending:
