@@ -173,6 +173,9 @@ def test_float16_export_is_within_its_documented_bound(tmp_path):
     manifest = export_onnx(model, tmp_path / "fp16", dtype="float16")
     encoder = torchclip.load_onnx(tmp_path / "fp16")
     ids, mask = text_batch(model.config, 7, True, True)
+    # padded with a token that is not the end token: where the end token pads on the left, the reference pools
+    # a padding position that sees nothing, whose fp16 state is not the fp32 one (see docs/deployment.md)
+    ids[mask == 0] = 0
     pixels = torch.randn(7, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         pairs = [

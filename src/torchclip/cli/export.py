@@ -82,7 +82,8 @@ def _run_onnx(args: argparse.Namespace) -> int:
     model, processor = load(args.model)
     manifest = export_onnx(model, args.output, processor, dtype=dtype, opset=args.opset or DEFAULT_OPSET)
     measure, shown = ("min cosine", "{:.5f}") if dtype == "int8" else ("max |difference|", "{:.2g}")
-    checks = ", ".join(f"{name.split('_')[0]} {shown.format(value)}" for name, value in manifest["verification"].items())
+    verification = manifest["verification"].items()
+    checks = ", ".join(f"{name.split('_')[0]} {shown.format(value)}" for name, value in verification)
     size = sum(f.stat().st_size for f in Path(args.output).iterdir()) / 1e6
     print(
         f"{args.output}: {manifest['text_model']} + {manifest['vision_model']} ({dtype}, opset {manifest['opset']}, "

@@ -78,7 +78,6 @@ def load_onnx(
 
 def load_onnx_and_processor(folder: str | os.PathLike | None, device: str = "cpu", dtype: str = "float32") -> tuple:
     """(ONNXCLIPEncoder, CLIPProcessor) for the command line's `--backend onnx --model FOLDER --device D`."""
-    from torchclip.convert import default_processor
     from torchclip.processor import CLIPProcessor
 
     if folder is None:
@@ -95,7 +94,4 @@ def load_onnx_and_processor(folder: str | os.PathLike | None, device: str = "cpu
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     else:
         raise ValueError(f"--backend onnx runs on cpu or cuda, not {device!r}")
-    encoder = load_onnx(folder, providers)
-    has_processor = (Path(folder) / "preprocessor_config.json").is_file()
-    processor = CLIPProcessor.from_pretrained(folder) if has_processor else default_processor(encoder.config)
-    return encoder, processor
+    return load_onnx(folder, providers), CLIPProcessor.from_pretrained(folder)
