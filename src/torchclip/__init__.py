@@ -30,6 +30,8 @@ _EXPORTS = {
     "convert": ["load", "available_models"],
     "zero_shot": ["ZeroShotClassifier", "pipeline"],
     "store": ["EmbeddingStore"],
+    "deploy.onnx_runtime": ["load_onnx"],
+    "deploy.quantize": ["quantize"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,4 +1,4 @@
-"""Options every model-using subcommand shares: --model, --device, --dtype, --batch-size."""
+"""Options every model-using subcommand shares: --model, --device, --dtype, --batch-size, --backend."""
 
 from __future__ import annotations
 
@@ -15,8 +15,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="checkpoint: an HF folder, a hub id, or an OpenAI/OpenCLIP .pt file (default: the bundled model)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16", "int8"],
+        help="weights dtype; int8: dynamic int8 linear layers on the CPU (see docs/deployment.md)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images or texts per forward pass")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="onnx: run in ONNX Runtime; --model is then a folder from `torchclip export MODEL OUT --format onnx`",
+    )
 
 
 def bundled_model_path() -> Path:
@@ -25,13 +36,23 @@ def bundled_model_path() -> Path:
 
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(CLIPModel, CLIPProcessor) for --model, on --device in --dtype, in eval mode."""
+    """(CLIPModel, CLIPProcessor) for --model, on --device in --dtype, in eval mode; with --backend onnx an
+    `ONNXCLIPEncoder` in the model's place."""
     import torch
 
     from torchclip.convert import load
 
+    if getattr(args, "backend", "torch") == "onnx":
+        from torchclip.deploy.onnx_runtime import load_onnx_and_processor
+
+        return load_onnx_and_processor(args.model, args.device, args.dtype)
     note_if_bundled(args.model)
-    model, processor = load(args.model or bundled_model_path(), device=args.device, dtype=getattr(torch, args.dtype))
+    dtype = torch.float32 if args.dtype == "int8" else getattr(torch, args.dtype)
+    model, processor = load(args.model or bundled_model_path(), device=args.device, dtype=dtype)
+    if args.dtype == "int8":
+        from torchclip.deploy.quantize import quantize
+
+        model = quantize(model, "int8")
     return model, processor
 
 

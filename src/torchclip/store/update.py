@@ -62,6 +62,9 @@ class UpdateReport:
 
 def model_fingerprint(model: Any) -> str:
     """A short hash of the projection weights (in float32): tells whether two models embed alike."""
+    exported = getattr(model, "fingerprint", None)  # an ONNX export (torchclip.load_onnx) records its model's
+    if isinstance(exported, str):
+        return exported
     digest = hashlib.sha256()
     for name in ("text_projection", "visual_projection"):
         weight = getattr(getattr(model, name), "weight", None)
