@@ -337,7 +337,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _manifest(model: CLIPModel, dtype: str, opset: int, differences: dict[str, float]) -> dict[str, Any]:
     from torchclip import __version__
-    from torchclip.index import model_fingerprint
+    from torchclip.store import model_fingerprint
 
     config = model.config
     vision = config.vision_config

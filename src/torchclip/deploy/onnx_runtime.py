@@ -21,7 +21,7 @@ from torchclip.deploy.onnx_export import MANIFEST, session
 
 class ONNXCLIPEncoder:
     """Both towers as ONNX Runtime sessions. `fingerprint` is the exported model's (see
-    `torchclip.index.model_fingerprint`), so a store embedded with either backend is searched with either."""
+    `torchclip.store.model_fingerprint`), so a store embedded with either backend is searched with either."""
 
     def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
         folder = Path(folder)
