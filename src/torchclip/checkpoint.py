@@ -242,6 +242,25 @@ class PreTrainedModel(nn.Module):
     optional_keys: ClassVar[tuple[str, ...]] = ()
     main_input_name: ClassVar[str] = "input_ids"
     loading_info: dict[str, list]  # set by from_state_dict: what from_pretrained(output_loading_info=True) returns
+    # What transformers' models declare about themselves: attention runs PyTorch's scaled_dot_product_attention
+    # (eager math when attention weights are asked for), and every encoder can checkpoint its layers.
+    _supports_sdpa: ClassVar[bool] = True
+    supports_gradient_checkpointing: ClassVar[bool] = True
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """CLIP generates no text."""
+        return False
+
+    def set_attn_implementation(self, attn_implementation: str) -> None:
+        """Record "sdpa" or "eager" in the config (and the sub-configs); both compute the same attention."""
+        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {attn_implementation!r}"
+            )
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel):
+                module.config._attn_implementation = attn_implementation
 
     def post_init(self) -> None:
         """Called at the end of every `__init__`: random initial weights, except on the meta device,
@@ -341,10 +360,20 @@ class PreTrainedModel(nn.Module):
         owner.config.vocab_size = count
         return new
 
-    def gradient_checkpointing_enable(self) -> None:
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each encoder layer in the backward pass (non-reentrant checkpointing) to save memory."""
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(module, "gradient_checkpointing", False) for module in self.modules())
 
     @classmethod
     def from_config(cls: type[M], config: PretrainedConfig) -> M:
@@ -354,7 +383,7 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls: type[M],
-        name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike,
         *,
         config: PretrainedConfig | None = None,
         torch_dtype: torch.dtype | str | None = None,
@@ -379,7 +408,7 @@ class PreTrainedModel(nn.Module):
                 f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS} (or None), got "
                 f"{attn_implementation!r}: torchclip runs PyTorch's scaled_dot_product_attention"
             )
-        folder = resolve_folder(name_or_path, what=cls.__name__)
+        folder = resolve_folder(pretrained_model_name_or_path, what=cls.__name__)
         if config is None:
             if not (folder / CONFIG_NAME).is_file():
                 raise FileNotFoundError(f"no {CONFIG_NAME} in {str(folder)!r}: cannot tell which model to build")
@@ -388,7 +417,7 @@ class PreTrainedModel(nn.Module):
             config = copy.deepcopy(config)
         for key, value in config_overrides.items():
             setattr(config, key, value)
-        config._attn_implementation = attn_implementation or "sdpa"
+        model_attention = attn_implementation or "sdpa"
         model = cls.from_state_dict(
             read_state_dict(weight_files(folder)),
             config,
@@ -396,6 +425,7 @@ class PreTrainedModel(nn.Module):
             device=device,
             source=str(folder),
         )
+        model.set_attn_implementation(model_attention)
         return (model, model.loading_info) if output_loading_info else model
 
     @classmethod

@@ -16,10 +16,12 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+import torch
 
 CONFIG_NAME = "config.json"
 
@@ -34,8 +36,7 @@ GENERAL_DEFAULTS: dict[str, Any] = {
 }
 # Keys of a config file that describe the file, not the model: not kept (saving writes its own).
 FILE_KEYS = frozenset(
-    {"model_type", "transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype",
-     "text_config_dict", "vision_config_dict"}
+    {"model_type", "transformers_version", "_name_or_path", "text_config_dict", "vision_config_dict"}
 )  # fmt: skip
 
 
@@ -52,6 +53,9 @@ def config_class(cls: type[C]) -> type[C]:
         for key, value in GENERAL_DEFAULTS.items():
             object.__setattr__(self, key, extra.pop(key, value))
         self._attn_implementation = extra.pop("attn_implementation", None)
+        dtype = extra.pop("dtype", extra.pop("torch_dtype", None))
+        if dtype is not None:  # the checkpoint's dtype, as transformers keeps it: a torch.dtype
+            extra["dtype"] = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype), dtype)
         dataclass_init(self, *args, **kwargs)
         for key, value in extra.items():
             if key not in FILE_KEYS:
@@ -65,6 +69,9 @@ class PretrainedConfig:
     """JSON in and out for the dataclass configs below."""
 
     model_type: ClassVar[str] = ""
+    # the nested configs of a composite config, by attribute name (transformers' `sub_configs`)
+    sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {}
+    is_encoder_decoder: ClassVar[bool] = False
     output_attentions: bool
     output_hidden_states: bool
     return_dict: bool
@@ -99,6 +106,8 @@ class PretrainedConfig:
         for key, value in vars(self).items():
             if key.startswith("_") or key in out or GENERAL_DEFAULTS.get(key, not value) == value:
                 continue
+            if isinstance(value, torch.dtype):
+                value = str(value).removeprefix("torch.")
             out[key] = value.to_dict() if isinstance(value, PretrainedConfig) else copy.deepcopy(value)
         return out
 
@@ -110,6 +119,20 @@ class PretrainedConfig:
     def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
         """Write `to_json_string()` to a file (atomically)."""
         write_text_atomic(Path(json_file_path), self.to_json_string(use_diff))
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Only what differs from a config built with the defaults (and the model type), as transformers'."""
+        defaults = type(self)().to_dict()
+        changed = self.to_dict().items()
+        return {key: value for key, value in changed if key == "model_type" or defaults.get(key) != value}
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PretrainedConfig:
+        """The config of the text tower: this one, or a composite config's `text_config`."""
+        return getattr(self, "text_config", self)
+
+    def __iter__(self) -> Iterator[str]:
+        """The attribute names, as iterating a transformers config gives them."""
+        return iter(key for key in vars(self) if not key.startswith("_"))
 
     def update(self, config_dict: dict[str, Any]) -> None:
         """Set attributes from a dict, as transformers' `PretrainedConfig.update`."""
@@ -136,23 +159,32 @@ class PretrainedConfig:
         return cls.from_dict(config)
 
     @classmethod
-    def from_pretrained(cls: type[C], name_or_path: str | os.PathLike, **overrides: Any) -> C:
-        """Read `config.json` from a checkpoint folder (or hub id), or a path to the JSON file itself."""
-        path = Path(name_or_path)
+    def from_pretrained(
+        cls: type[C], name_or_path: str | os.PathLike, subfolder: str = "", **overrides: Any
+    ) -> C:
+        """Read `config.json` from a checkpoint folder (or hub id; `subfolder` inside it), or a path to the
+        JSON file itself. Keyword arguments override the file's keys."""
+        path = Path(name_or_path) / subfolder if subfolder else Path(name_or_path)
         if path.is_file():
             config = cls.from_json_file(path)
         else:
             from torchclip.hub import resolve_folder
 
-            folder = resolve_folder(name_or_path, what="config")
+            folder = resolve_folder(path if subfolder else name_or_path, what="config")
             if not (folder / CONFIG_NAME).is_file():
                 raise FileNotFoundError(f"no {CONFIG_NAME} in {str(folder)!r}")
             config = cls.from_json_file(folder / CONFIG_NAME)
         return config.replaced(**overrides) if overrides else config
 
     def replaced(self: C, **overrides: Any) -> C:
-        """A copy with some keys changed (fields are validated again; other keys become attributes)."""
-        return type(self).from_dict({**self.to_dict(), **overrides})
+        """A copy with some keys changed (fields are validated again; other keys become attributes). A dict
+        given for a nested config (`text_config={"vocab_size": 20}`) changes only the keys it names."""
+        current = self.to_dict()
+        for key, value in overrides.items():
+            nested = getattr(self, key, None)
+            merge = isinstance(nested, PretrainedConfig) and isinstance(value, dict)
+            current[key] = {**nested.to_dict(), **value} if merge else value
+        return type(self).from_dict(current)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
@@ -324,6 +356,7 @@ class CLIPConfig(PretrainedConfig):
     """A whole CLIP model: both towers, the joint embedding size and the initial temperature."""
 
     model_type: ClassVar[str] = "clip"
+    sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {}  # set below the class
 
     text_config: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     vision_config: CLIPVisionConfig | CLIPResNetVisionConfig = field(default_factory=CLIPVisionConfig)
@@ -401,3 +434,6 @@ class CLIPConfig(PretrainedConfig):
         if out["problem_type"] is None:
             del out["problem_type"]
         return out
+
+
+CLIPConfig.sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}

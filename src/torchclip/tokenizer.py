@@ -161,13 +161,24 @@ class CLIPTokenizer:
         self.cache_size = cache_size
         for key in ("name_or_path", "tokenizer_class", "added_tokens_decoder", "vocab_file", "merges_file"):
             init_kwargs.pop(key, None)  # describe the files, not the tokenizer
-        self.init_kwargs = init_kwargs
+        for key in init_kwargs:
+            if callable(getattr(type(self), key, None)):
+                raise AttributeError(f"init key {key!r} conflicts with the method {key} of CLIPTokenizer")
+        self._extra_init_kwargs = init_kwargs
+        # every setting it was built with, as transformers' `init_kwargs` holds them
+        self.init_kwargs = {
+            "bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token, "unk_token": unk_token,
+            "model_max_length": model_max_length, "added_tokens": added_tokens, "compat": compat,
+            "cache_size": cache_size, "padding_side": padding_side, "truncation_side": truncation_side,
+            **init_kwargs,
+        }  # fmt: skip
         byte_encoder = bytes_to_unicode()
         self._byte_table = str.maketrans({chr(b): c for b, c in byte_encoder.items()})
         self._unbyte_table = str.maketrans({c: chr(b) for b, c in byte_encoder.items()})
         self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_TOKEN_NAMES)
-        self._special.update(bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, unk_token=unk_token)
-        self._additional_special_tokens = list(additional_special_tokens)
+        named = {"bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token, "unk_token": unk_token}
+        self._special.update({name: _token_content(token) for name, token in named.items()})
+        self._additional_special_tokens = [_token_content(token) for token in additional_special_tokens]
         for token in [*self._special.values(), *self._additional_special_tokens]:
             if token is not None:
                 self._add_token(_token_content(token))
@@ -175,7 +186,7 @@ class CLIPTokenizer:
 
     def _rebuild_matchers(self) -> None:
         """The regexes that split special and added tokens out of a text, after any change to them."""
-        specials = list(dict.fromkeys([self.bos_token, self.eos_token]))
+        specials = [token for token in dict.fromkeys([self.bos_token, self.eos_token]) if token is not None]
         special_set = set(self.all_special_tokens)
         added = [t for t in self.added_tokens_encoder if t not in specials]
         if self.compat == "openai":
@@ -221,10 +232,16 @@ class CLIPTokenizer:
         return count
 
     def add_special_tokens(
-        self, special_tokens_dict: dict[str, Any], replace_additional_special_tokens: bool = True
+        self,
+        special_tokens_dict: dict[str, Any],
+        replace_additional_special_tokens: bool = True,
+        replace_extra_special_tokens: bool | None = None,
     ) -> int:
         """Set named special tokens (`{"pad_token": "[PAD]", "additional_special_tokens": [...]}`), adding
-        those not yet in the vocabulary; returns the number added, as transformers does."""
+        those not yet in the vocabulary; returns the number added, as transformers does.
+        `replace_extra_special_tokens` is transformers 5's name of `replace_additional_special_tokens`."""
+        if replace_extra_special_tokens is not None:
+            replace_additional_special_tokens = replace_extra_special_tokens
         count = 0
         for name, value in special_tokens_dict.items():
             if name in ("additional_special_tokens", "extra_special_tokens"):
@@ -313,8 +330,9 @@ class CLIPTokenizer:
         merges_path.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges), encoding="utf-8")
         return str(vocab_path), str(merges_path)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        """Write a folder that both torchclip and `transformers.CLIPTokenizer.from_pretrained` load."""
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> tuple[str, ...]:
+        """Write a folder that both torchclip and `transformers.CLIPTokenizer.from_pretrained` load.
+        Keyword arguments of transformers' signature (`legacy_format`, `save_jinja_files`, ...) change nothing."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         files = self.save_vocabulary(folder)
@@ -322,7 +340,7 @@ class CLIPTokenizer:
         config = {
             "do_lower_case": True,
             "errors": "replace",
-            **self.init_kwargs,
+            **self._extra_init_kwargs,
             "tokenizer_class": "CLIPTokenizer",
             **specials,
             "model_max_length": self.model_max_length,
@@ -365,6 +383,17 @@ class CLIPTokenizer:
     @additional_special_tokens.setter
     def additional_special_tokens(self, tokens: Sequence[str]) -> None:
         self.add_special_tokens({"additional_special_tokens": list(tokens)})
+
+    extra_special_tokens = additional_special_tokens  # transformers 5's name
+
+    @property
+    def pad_token_type_id(self) -> int:
+        """CLIP has no token types: padding, as every position, is type 0."""
+        return 0
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens `__call__` adds to one text (2) or a pair (4)."""
+        return len(self.build_inputs_with_special_tokens([], [] if pair else None))
 
     @property
     def special_tokens_map(self) -> dict[str, Any]:
@@ -598,6 +627,8 @@ class CLIPTokenizer:
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         is_batch = not isinstance(text, str) and not (is_split_into_words and _is_words(text))
+        if is_batch and text_pair is None and text and all(_is_pair(item, is_split_into_words) for item in text):
+            text, text_pair = [item[0] for item in text], [item[1] for item in text]  # a batch of (text, pair)
         texts = _check_texts(_join_words(text, is_batch) if is_split_into_words else text)
         pairs = None
         if text_pair is not None:
@@ -899,6 +930,13 @@ def _check_side(side: Any, name: str) -> Side:
     if side not in ("right", "left"):
         raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
     return side
+
+
+def _is_pair(item: Any, is_split_into_words: bool) -> bool:
+    """A (text, text_pair) item of a batch: two strings, or with `is_split_into_words` two word lists."""
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        return False
+    return all(_is_words(part) if is_split_into_words else isinstance(part, str) for part in item)
 
 
 def _is_words(value: Any) -> bool:
