@@ -96,7 +96,8 @@ def test_added_and_special_tokens_are_saved_and_reloaded(ours, reference, tmp_pa
     assert ours.add_special_tokens({"pad_token": "[PAD]"}) == reference.add_special_tokens({"pad_token": "[PAD]"})
     text = "hi newtok Other other [PAD]"
     assert ours(text)["input_ids"] == reference(text)["input_ids"]
-    assert (ours.pad_token, ours.pad_token_id, len(ours)) == (reference.pad_token, reference.pad_token_id, len(reference))
+    assert (ours.pad_token, ours.pad_token_id) == (reference.pad_token, reference.pad_token_id)
+    assert len(ours) == len(reference)
     assert ours.all_special_tokens == reference.all_special_tokens
     ours.save_pretrained(tmp_path / "ours")
     for loaded in (CLIPTokenizer.from_pretrained(tmp_path / "ours"),
@@ -121,4 +122,5 @@ def test_token_id_setters_missing_tokens_and_init_keys(ours, reference, tmp_path
     assert CLIPTokenizer.from_pretrained(tmp_path).padding_side == "left"
     assert transformers.CLIPTokenizer.from_pretrained(tmp_path).padding_side == "left"
     ids = reference("hello , world . it 's")["input_ids"]
-    assert ours.decode(ids, clean_up_tokenization_spaces=True) == reference.decode(ids, clean_up_tokenization_spaces=True)
+    cleaned = reference.decode(ids, clean_up_tokenization_spaces=True)  # transformers 5 ignores it for BPE
+    assert ours.decode(ids, clean_up_tokenization_spaces=True) == cleaned

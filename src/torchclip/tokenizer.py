@@ -88,7 +88,9 @@ def read_openai_bpe(bpe_path: str | os.PathLike = DEFAULT_BPE_PATH) -> tuple[dic
 
 def _token_content(value: Any) -> str | None:
     """A special token as the config files write it: a string, or a dict with its "content"."""
-    return value.get("content") if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        return value.get("content")
+    return getattr(value, "content", value)  # a tokenizers/transformers AddedToken
 
 
 class BatchEncoding(BatchFeature):
@@ -156,8 +158,8 @@ class CLIPTokenizer:
         if not isinstance(model_max_length, int) or model_max_length < 2:
             raise ValueError(f"model_max_length must be an integer >= 2, got {model_max_length!r}")
         self.model_max_length = model_max_length
-        self.padding_side = padding_side
-        self.truncation_side = truncation_side
+        self.padding_side = _check_side(padding_side, "padding_side")
+        self.truncation_side = _check_side(truncation_side, "truncation_side")
         self.cache_size = cache_size
         for key in ("name_or_path", "tokenizer_class", "added_tokens_decoder", "vocab_file", "merges_file"):
             init_kwargs.pop(key, None)  # describe the files, not the tokenizer
@@ -387,6 +389,14 @@ class CLIPTokenizer:
     extra_special_tokens = additional_special_tokens  # transformers 5's name
 
     @property
+    def extra_special_tokens_ids(self) -> list[int]:
+        return [self.convert_tokens_to_ids(token) for token in self._additional_special_tokens]
+
+    @extra_special_tokens_ids.setter
+    def extra_special_tokens_ids(self, ids: Sequence[int]) -> None:
+        self.additional_special_tokens = [self.convert_ids_to_tokens(int(i)) for i in ids]
+
+    @property
     def pad_token_type_id(self) -> int:
         """CLIP has no token types: padding, as every position, is type 0."""
         return 0
@@ -583,9 +593,11 @@ class CLIPTokenizer:
 
     def __call__(
         self,
-        text: str | Sequence[str] | Sequence[Sequence[str]],
+        text: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        text_target: str | Sequence[str] | None = None,
         *,
+        max_target_length: int | None = None,
         add_special_tokens: bool = True,
         padding: bool | str = False,
         truncation: bool | str | None = None,
@@ -618,8 +630,27 @@ class CLIPTokenizer:
             `stride` tokens), with `overflow_to_sample_mapping` naming each row's text, as transformers'.
         return_special_tokens_mask / return_length / return_token_type_ids: add those entries.
         is_split_into_words: each text is a list of words (joined with spaces, which CLIP splits on).
+        text_target: texts whose ids come back as `labels` (cut to `max_target_length`, default max_length),
+            with the same options, as transformers' sequence-to-sequence interface.
         return_tensors: "pt" (torch), "np" (numpy) or None (Python lists).
         """
+        if text_target is not None:
+            options = dict(
+                add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, stride=stride,
+                is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
+                padding_side=padding_side, truncation_side=truncation_side, return_tensors=return_tensors,
+            )  # fmt: skip
+            target_length = max_length if max_target_length is None else max_target_length
+            labels = self(text_target, max_length=target_length, return_attention_mask=False, **options)
+            if text is None:
+                return labels
+            encoding = self(text, text_pair, max_length=max_length, return_attention_mask=return_attention_mask,
+                            return_special_tokens_mask=return_special_tokens_mask, return_length=return_length,
+                            **options)  # fmt: skip
+            encoding["labels"] = labels["input_ids"]
+            return encoding
+        if text is None:
+            raise ValueError("CLIPTokenizer needs text (or text_target)")
         if kwargs:
             warnings.warn(f"CLIPTokenizer ignores keyword arguments {sorted(kwargs)}", stacklevel=2)
         if return_offsets_mapping:
@@ -642,6 +673,11 @@ class CLIPTokenizer:
         )
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
             raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+        if pad_mode and strategy and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
+            raise ValueError(
+                f"truncation to max_length {max_length} and padding to a multiple of {pad_to_multiple_of} "
+                "contradict each other: max_length must be a multiple of pad_to_multiple_of"
+            )
 
         rows: list[list[int]] = []
         special_masks: list[list[int]] = []
@@ -703,8 +739,7 @@ class CLIPTokenizer:
     ) -> list[tuple[list[int], list[int] | None]]:
         """The (first, second) id lists after truncation: one pair, or with `overflow` one per window, as
         transformers' (Rust) tokenizers cut them."""
-        specials = len(self.build_inputs_with_special_tokens([], None if second is None else [])) if add_special_tokens else 0
-        budget = max_length - specials
+        budget = max_length - (self.num_special_tokens_to_add(pair=second is not None) if add_special_tokens else 0)
         if second is None or strategy == "only_first":
             size = budget - (len(second) if second is not None else 0)
             if size < 0:
