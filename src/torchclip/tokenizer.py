@@ -167,6 +167,7 @@ class CLIPTokenizer:
             if callable(getattr(type(self), key, None)):
                 raise AttributeError(f"init key {key!r} conflicts with the method {key} of CLIPTokenizer")
         self._extra_init_kwargs = init_kwargs
+        self.init_inputs: tuple = ()  # transformers keeps the positional init arguments here; all are keywords
         # every setting it was built with, as transformers' `init_kwargs` holds them
         self.init_kwargs = {
             "bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token, "unk_token": unk_token,
@@ -666,6 +667,7 @@ class CLIPTokenizer:
             pairs = _check_texts(_join_words(text_pair, is_batch) if is_split_into_words else text_pair)
             if len(pairs) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+        max_length_given = max_length is not None
         pad_mode, strategy, max_length = self._check_options(padding, truncation, max_length)
         padding_side = _check_side(self.padding_side if padding_side is None else padding_side, "padding_side")
         truncation_side = _check_side(
@@ -673,7 +675,7 @@ class CLIPTokenizer:
         )
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
             raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
-        if pad_mode and strategy and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
+        if pad_mode and strategy and pad_to_multiple_of and max_length_given and max_length % pad_to_multiple_of:
             raise ValueError(
                 f"truncation to max_length {max_length} and padding to a multiple of {pad_to_multiple_of} "
                 "contradict each other: max_length must be a multiple of pad_to_multiple_of"
