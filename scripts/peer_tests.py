@@ -62,14 +62,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", action="store_true", help="also run on transformers' classes and diff")
     parser.add_argument("--target", choices=("torchclip", "transformers"), default="torchclip")
+    parser.add_argument("--reports", type=Path, help="keep the JUnit reports in this folder")
+    parser.add_argument("--reuse-reference", action="store_true",
+                        help="with --reports: reuse its transformers.xml instead of running transformers again")
+    parser.add_argument("--reuse-ours", action="store_true", help="with --reports: likewise its torchclip.xml")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.reports or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         if not args.compare:
-            return run(args.target, args.pytest_args, Path(tmp) / "report.xml")
-        ours_report, theirs_report = Path(tmp) / "torchclip.xml", Path(tmp) / "transformers.xml"
-        run("transformers", args.pytest_args, theirs_report)
-        run("torchclip", args.pytest_args, ours_report)
+            return run(args.target, args.pytest_args, folder / f"{args.target}.xml")
+        ours_report, theirs_report = folder / "torchclip.xml", folder / "transformers.xml"
+        if not (args.reuse_reference and theirs_report.is_file()):
+            run("transformers", args.pytest_args, theirs_report)
+        if not (args.reuse_ours and ours_report.is_file()):
+            run("torchclip", args.pytest_args, ours_report)
         ours, theirs = outcomes(ours_report), outcomes(theirs_report)
     listed = listed_tests()
     regressions = sorted(n for n, result in theirs.items() if result == "passed" and ours.get(n) != "passed")

@@ -302,7 +302,10 @@ class PreTrainedModel(nn.Module):
 
     def text_embedding_owner(self) -> nn.Module | None:
         """The text tower whose token embedding `get_input_embeddings` returns (None: an image-only model)."""
-        return getattr(self, "text_model", None)
+        for candidate in (self, getattr(self, "text_model", None)):
+            if hasattr(getattr(candidate, "embeddings", None), "token_embedding"):
+                return candidate
+        return None
 
     def get_input_embeddings(self) -> nn.Module:
         """The token embedding (text models) or the patch embedding convolution (image models), as the

@@ -57,6 +57,11 @@ class CLIPProcessor:
         self.image_processor = image_processor or feature_extractor or CLIPImageProcessor()
         self.tokenizer = tokenizer if tokenizer is not None else CLIPTokenizer()
 
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        """The components, as transformers' ProcessorMixin names them."""
+        return list(cls.attributes)
+
     @property
     def feature_extractor(self) -> CLIPImageProcessor:
         """The transformers 4.x name of `image_processor`."""

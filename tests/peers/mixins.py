@@ -19,6 +19,7 @@ from pathlib import Path
 VERSION = "5.24.0"
 PACKAGE = "transformers_tests"
 STANDINS = Path(__file__).parent / "standins"
+REPO_UTILS = Path(__file__).parent / "repo_utils"  # the mixins add <their parent>/utils to sys.path
 
 
 def cache_root() -> Path:
@@ -64,10 +65,12 @@ def prepare() -> Path:
     (staging / ".complete").write_text(_standins_stamp())
     shutil.rmtree(package, ignore_errors=True)
     os.replace(staging, package)
+    shutil.copytree(REPO_UTILS, root / "utils", dirs_exist_ok=True)
     return root
 
 
 def _standins_stamp() -> str:
     """Changes whenever a stand-in changes, so the cache is rebuilt."""
-    files = sorted(p for p in STANDINS.rglob("*") if p.is_file())
-    return "\n".join(f"{p.relative_to(STANDINS)} {p.stat().st_size} {int(p.stat().st_mtime)}" for p in files)
+    files = sorted(p for folder in (STANDINS, REPO_UTILS) for p in folder.rglob("*.py") if p.is_file())
+    files += sorted(STANDINS.rglob("*.txt"))
+    return "\n".join(f"{p.name} {p.stat().st_size} {int(p.stat().st_mtime)}" for p in files)
