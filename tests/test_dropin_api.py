@@ -126,13 +126,13 @@ def test_from_pretrained_attn_implementation_and_loading_info(tmp_path):
     eager = torchclip.CLIPModel.from_pretrained(tmp_path, attn_implementation="eager")
     sdpa, info = torchclip.CLIPModel.from_pretrained(tmp_path, attn_implementation="sdpa", output_loading_info=True)
     assert eager.config._attn_implementation == "eager" and sdpa.text_model.config._attn_implementation == "sdpa"
-    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+    assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
     with torch.no_grad():
         assert torch.equal(eager(**inputs()).logits_per_image, sdpa(**inputs()).logits_per_image)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         head, info = torchclip.CLIPForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == ["classifier.weight", "classifier.bias"]
+    assert info["missing_keys"] == {"classifier.weight", "classifier.bias"}
     assert "logit_scale" in info["unexpected_keys"]
     with pytest.raises(ValueError, match="attn_implementation must be one of"):
         torchclip.CLIPModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")

@@ -241,7 +241,7 @@ class PreTrainedModel(nn.Module):
     checkpoint_prefix: ClassVar[str] = ""
     optional_keys: ClassVar[tuple[str, ...]] = ()
     main_input_name: ClassVar[str] = "input_ids"
-    loading_info: dict[str, list]  # set by from_state_dict: what from_pretrained(output_loading_info=True) returns
+    loading_info: dict[str, Any]  # set by from_state_dict: what from_pretrained(output_loading_info=True) returns
     # What transformers' models declare about themselves: attention runs PyTorch's scaled_dot_product_attention
     # (eager math when attention weights are asked for), and every encoder can checkpoint its layers.
     _supports_sdpa: ClassVar[bool] = True
@@ -363,25 +363,55 @@ class PreTrainedModel(nn.Module):
         owner.config.vocab_size = count
         return new
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+    def activation_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each encoder layer in the backward pass (non-reentrant checkpointing) to save memory."""
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = True
+        self._set_checkpointing(True)
 
-    def gradient_checkpointing_disable(self) -> None:
+    def activation_checkpointing_disable(self) -> None:
+        self._set_checkpointing(False)
+
+    def _set_checkpointing(self, enabled: bool) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = False
+                module.gradient_checkpointing = enabled
 
     @property
-    def is_gradient_checkpointing(self) -> bool:
+    def is_activation_checkpointing(self) -> bool:
         return any(getattr(module, "gradient_checkpointing", False) for module in self.modules())
 
+    # the names before transformers 5.24
+    gradient_checkpointing_enable = activation_checkpointing_enable
+    gradient_checkpointing_disable = activation_checkpointing_disable
+    is_gradient_checkpointing = is_activation_checkpointing
+
+    def enable_input_require_grads(self) -> None:
+        """Make the input embeddings' output require gradients (for adapters on a frozen model, with
+        checkpointing), as transformers' method of that name."""
+        def require_grads(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self._input_grads_hook = self.get_input_embeddings().register_forward_hook(require_grads)
+
+    def disable_input_require_grads(self) -> None:
+        hook = getattr(self, "_input_grads_hook", None)
+        if hook is not None:
+            hook.remove()
+            self._input_grads_hook = None
+
     @classmethod
-    def from_config(cls: type[M], config: PretrainedConfig) -> M:
-        """A randomly initialised model (same as calling the class)."""
-        return cls(config)
+    def from_config(cls: type[M], config: PretrainedConfig, **kwargs: Any) -> M:
+        """A randomly initialised model (same as calling the class); `attn_implementation=` and
+        `torch_dtype=` / `dtype=` as in `from_pretrained`."""
+        attention = kwargs.pop("attn_implementation", None)
+        dtype = parse_dtype(kwargs.pop("dtype", kwargs.pop("torch_dtype", None)))
+        if kwargs:
+            raise TypeError(f"from_config got unknown arguments {sorted(kwargs)}")
+        model = cls(copy.deepcopy(config))
+        if attention is not None:
+            model.set_attn_implementation(attention)
+        return model.to(dtype) if isinstance(dtype, torch.dtype) else model
+
+    _from_config = from_config  # transformers' internal name, which its tests call
 
     @classmethod
     def from_pretrained(
@@ -395,7 +425,7 @@ class PreTrainedModel(nn.Module):
         attn_implementation: str | None = None,
         output_loading_info: bool = False,
         **config_overrides: Any,
-    ) -> M | tuple[M, dict[str, list]]:
+    ) -> M | tuple[M, dict[str, Any]]:
         """Load a checkpoint folder as published on the model hub (or a hub id, via huggingface_hub).
 
         `torch_dtype` (or its newer name `dtype`): float32 (default), float16, bfloat16, or "auto" to
@@ -466,7 +496,8 @@ class PreTrainedModel(nn.Module):
         fresh = [name for name, p in model.named_parameters() if p.is_meta]
         if fresh:
             model._initialise_fresh(fresh, device, target)
-        model.loading_info = {"missing_keys": fresh, "unexpected_keys": unexpected, "mismatched_keys": [],
+        # as transformers 5 reports it: sets of key names (mismatched: never, a wrong shape is an error here)
+        model.loading_info = {"missing_keys": set(fresh), "unexpected_keys": set(unexpected), "mismatched_keys": set(),
                               "error_msgs": []}  # fmt: skip
         return model.eval()
 

@@ -177,6 +177,10 @@ class CLIPImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    @classmethod
+    def from_json_file(cls, json_file_path: str | os.PathLike) -> CLIPImageProcessor:
+        return cls.from_dict(_read_json(Path(json_file_path)))
+
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         """Write `to_json_string()` to a file (what `from_pretrained` reads as `preprocessor_config.json`)."""
         Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")

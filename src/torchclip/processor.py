@@ -127,8 +127,8 @@ class CLIPProcessor:
             (image_kwargs, structured.get("images_kwargs", {}), "images_kwargs"),
         ]:
             for name, value in nested.items():
-                if name in flat and flat[name] != value:
-                    raise ValueError(f"{name!r} given twice with different values: {flat[name]!r} and {where}")
+                if name in flat:
+                    raise ValueError(f"{name!r} given twice: as a keyword argument and in {where}")
                 flat[name] = value
         tensors = {
             value

@@ -180,6 +180,9 @@ class CLIPTokenizer:
         self._unbyte_table = str.maketrans({c: chr(b) for b, c in byte_encoder.items()})
         self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_TOKEN_NAMES)
         named = {"bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token, "unk_token": unk_token}
+        for name in ("sep_token", "cls_token", "mask_token"):  # CLIP has none, but a caller may name them
+            if init_kwargs.get(name) is not None:
+                named[name] = init_kwargs.pop(name)
         self._special.update({name: _token_content(token) for name, token in named.items()})
         self._additional_special_tokens = [_token_content(token) for token in additional_special_tokens]
         for token in [*self._special.values(), *self._additional_special_tokens]:
@@ -696,10 +699,14 @@ class CLIPTokenizer:
             for part_first, part_second in parts:
                 if add_special_tokens:
                     rows.append(self.build_inputs_with_special_tokens(part_first, part_second))
-                    special_masks.append(self.get_special_tokens_mask(part_first, part_second))
                 else:
                     rows.append(part_first + (part_second or []))
-                    special_masks.append([0] * len(rows[-1]))
+                if return_special_tokens_mask:
+                    special_masks.append(
+                        self.get_special_tokens_mask(part_first, part_second)
+                        if add_special_tokens
+                        else [0] * len(rows[-1])
+                    )
                 samples.append(index)
 
         encoding: dict[str, Any] = {"input_ids": rows}
