@@ -267,6 +267,8 @@ class PreTrainedModel(nn.Module):
         where `from_pretrained` assigns the checkpoint's tensors instead."""
         if not self._on_meta():
             self.init_weights()
+        if getattr(self.config, "gradient_checkpointing", False):  # an old config switch transformers honours
+            self._set_checkpointing(True)
 
     def init_weights(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define init_weights()")
@@ -325,6 +327,14 @@ class PreTrainedModel(nn.Module):
         else:
             getattr(self, "vision_model", self).embeddings.patch_embedding = value
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the token embedding (what `resize_token_embeddings` changes)."""
+        owner = self.text_embedding_owner()
+        if owner is None:
+            raise AttributeError(f"{type(self).__name__} has no token vocabulary")
+        return owner.embeddings.token_embedding.num_embeddings
+
     def get_output_embeddings(self) -> None:
         """CLIP has no language-model head: None, as in the reference."""
         return None
@@ -346,6 +356,8 @@ class PreTrainedModel(nn.Module):
             return old
         count = old.num_embeddings if new_num_tokens is None else int(new_num_tokens)
         if pad_to_multiple_of is not None:
+            if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int):
+                raise ValueError(f"pad_to_multiple_of must be an integer, got {pad_to_multiple_of!r}")
             count = -(-count // pad_to_multiple_of) * pad_to_multiple_of
         if count < 1:
             raise ValueError(f"new_num_tokens must be at least 1, got {count}")
