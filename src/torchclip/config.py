@@ -38,6 +38,8 @@ GENERAL_DEFAULTS: dict[str, Any] = {
 FILE_KEYS = frozenset(
     {"model_type", "transformers_version", "_name_or_path", "text_config_dict", "vision_config_dict"}
 )  # fmt: skip
+# What `save_pretrained` of a model records about that model (its class and dtype), not read back as settings.
+SAVED_MODEL_KEYS = frozenset({"architectures", "dtype", "torch_dtype"})
 
 
 def config_class(cls: type[C]) -> type[C]:
@@ -94,7 +96,8 @@ class PretrainedConfig:
     @classmethod
     def from_dict(cls: type[C], config: dict[str, Any], **overrides: Any) -> C:
         """Build from a config dict; keys this config does not know are kept as attributes."""
-        return cls(**{key: value for key, value in {**config, **overrides}.items() if key not in FILE_KEYS})
+        merged = {**config, **overrides}
+        return cls(**{key: value for key, value in merged.items() if key not in FILE_KEYS | SAVED_MODEL_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, the general switches that differ from their defaults, then every other attribute."""
@@ -414,7 +417,7 @@ class CLIPConfig(PretrainedConfig):
         # transformers 4.x files: the *_config_dict entries are what the model was built with.
         text.update(config.get("text_config_dict") or {})
         vision.update(config.get("vision_config_dict") or {})
-        skipped = FILE_KEYS | {"text_config", "vision_config"}
+        skipped = FILE_KEYS | SAVED_MODEL_KEYS | {"text_config", "vision_config"}
         kwargs = {key: value for key, value in config.items() if key not in skipped}
         if "id2label" in kwargs and "label2id" in kwargs:
             del kwargs["label2id"]  # the inverse of id2label, which is kept
