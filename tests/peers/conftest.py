@@ -41,7 +41,6 @@ if PROBLEM is not None:
 # The tests the default `make test` runs (node ids within tests/peers/): fast ones, one or more per area the
 # drop-in API touches; `make test-peers` runs all.
 DEFAULT_SUBSET = (
-    "test_peer_modeling.py::CLIPTextModelTest::test_config",
     "test_peer_modeling.py::CLIPModelTest::test_config",
     "test_peer_modeling.py::CLIPTextModelTest::test_model_get_set_embeddings",
     "test_peer_modeling.py::CLIPModelTest::test_model_get_set_embeddings",
