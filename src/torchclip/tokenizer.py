@@ -654,7 +654,7 @@ class CLIPTokenizer:
             encoding["labels"] = labels["input_ids"]
             return encoding
         if text is None:
-            raise ValueError("CLIPTokenizer needs text (or text_target)")
+            raise TypeError("text must be a string or a list of strings, got NoneType (or pass text_target)")
         if kwargs:
             warnings.warn(f"CLIPTokenizer ignores keyword arguments {sorted(kwargs)}", stacklevel=2)
         if return_offsets_mapping:
@@ -662,7 +662,8 @@ class CLIPTokenizer:
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         is_batch = not isinstance(text, str) and not (is_split_into_words and _is_words(text))
-        if is_batch and text_pair is None and text and all(_is_pair(item, is_split_into_words) for item in text):
+        pairs_batch = isinstance(text, (list, tuple)) and text and all(_is_pair(t, is_split_into_words) for t in text)
+        if is_batch and text_pair is None and pairs_batch:
             text, text_pair = [item[0] for item in text], [item[1] for item in text]  # a batch of (text, pair)
         texts = _check_texts(_join_words(text, is_batch) if is_split_into_words else text)
         pairs = None
