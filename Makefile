@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test test-peers lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# transformers' own common test mixins (its pinned sdist) on torchclip and on transformers, and the diff
+test-peers: $(VENV)/.installed
+	$(PY) scripts/peer_tests.py --compare
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples

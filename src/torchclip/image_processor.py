@@ -177,6 +177,14 @@ class CLIPImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    @classmethod
+    def from_json_file(cls, json_file_path: str | os.PathLike) -> CLIPImageProcessor:
+        return cls.from_dict(_read_json(Path(json_file_path)))
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Write `to_json_string()` to a file (what `from_pretrained` reads as `preprocessor_config.json`)."""
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
 
@@ -256,6 +264,8 @@ class CLIPImageProcessor:
         images: ImageInput,
         return_tensors: str | None = None,
         num_workers: int | None = None,
+        input_data_format: str | None = None,
+        data_format: str = "channels_first",
         **overrides: Any,
     ) -> BatchFeature:
         """Preprocess one image or a list; returns a BatchFeature with `pixel_values`.
@@ -264,6 +274,8 @@ class CLIPImageProcessor:
         of [3, H, W] arrays, which may differ in size when cropping is off). `num_workers` threads decode
         and resize images in parallel (Pillow releases the GIL); default: one per CPU core, at most 8.
         Any setting (`do_resize`, `size`, `crop_size`, ...) can be overridden for this call.
+        `input_data_format` ("channels_first" / "channels_last") says how 3-D arrays and tensors hold their
+        channels (default: guessed from the shape); `data_format` of the output is "channels_first" only.
         Bad input raises before anything is returned, naming the item that was wrong.
         """
         if return_tensors not in ("pt", "np", None):
@@ -273,7 +285,11 @@ class CLIPImageProcessor:
             raise TypeError(f"unknown preprocessing settings {unknown}; known: {sorted(self.to_dict())}")
         settings = self._settings(**overrides)
         scale, shift = self._scale_and_shift(**overrides)
+        if data_format not in ("channels_first", "ChannelDimension.FIRST"):
+            raise ValueError(f"data_format must be 'channels_first' (CLIP's pixel_values), got {data_format!r}")
         items = _as_list(images)
+        if input_data_format is not None:
+            items = [_as_channels_last(item, str(input_data_format)) for item in items]
         sources = [_check_item(item, index) for index, item in enumerate(items)]
 
         def work(index: int) -> np.ndarray | _ImageFailure:
@@ -331,12 +347,24 @@ class _ImageFailure(Exception):
 
 
 def _as_list(images: ImageInput) -> list:
-    """One image, a list/tuple of images, or a 4-D array/tensor (a batch) -> a list of single images."""
+    """One image, a (nested) list/tuple of images, or a 4-D array/tensor (a batch) -> a list of single images."""
     if isinstance(images, (list, tuple)):
-        return list(images)
+        return [image for item in images for image in (_as_list(item) if isinstance(item, (list, tuple)) else [item])]
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
         return list(images)
     return [images]
+
+
+def _as_channels_last(item: Any, input_data_format: str) -> Any:
+    """A 3-D array or tensor as an HWC NumPy array, its channel axis named by `input_data_format`."""
+    if not isinstance(item, (np.ndarray, torch.Tensor)) or item.ndim != 3:
+        return item
+    array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+    if input_data_format in ("channels_first", "ChannelDimension.FIRST"):
+        return array.transpose(1, 2, 0)
+    if input_data_format in ("channels_last", "ChannelDimension.LAST"):
+        return array
+    raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}")
 
 
 def _describe(index: int, item: Any) -> str:

@@ -1,6 +1,8 @@
 """Load every published CLIP checkpoint, and convert between OpenAI's layout and the HF folder layout.
 
-`load(name_or_path)` returns `(CLIPModel, CLIPProcessor)`, in the spirit of OpenAI's `clip.load`, for:
+`load(name_or_path)` returns `(CLIPModel, preprocess)` as OpenAI's `clip.load` does: `preprocess(image)` is
+OpenAI's image transform (a PIL image to a [3, H, W] tensor), and the same object is a full `CLIPProcessor`
+(`preprocess(text=..., images=...)`, `.tokenizer`, `.image_processor`). It reads:
 
 - an HF checkpoint folder (config.json + weights, as `save_pretrained` writes it) or a model-hub id;
 - OpenAI's released files (`ViT-B-32.pt`, `RN50.pt`, ...: TorchScript archives) and plain state dicts in
@@ -32,7 +34,7 @@ from torchclip.convert.files import read_checkpoint
 from torchclip.convert.openclip import OPENAI_HUB_IDS, OPENAI_MODELS, available_models, resolve_activation
 from torchclip.image_processor import CLIPImageProcessor
 from torchclip.modeling.clip import CLIPModel
-from torchclip.processor import CLIPProcessor
+from torchclip.processor import CLIPPreprocess, CLIPProcessor
 from torchclip.tokenizer import CLIPTokenizer
 
 __all__ = ["available_models", "convert_checkpoint", "export_openai", "load", "model_from_file", "write_hf_folder"]
@@ -43,17 +45,38 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 def load(
     name_or_path: str | os.PathLike,
     device: torch.device | str = "cpu",
+    jit: bool = False,
     dtype: torch.dtype | str = torch.float32,
     activation: str | None = None,
     model_name: str | None = None,
-) -> tuple[CLIPModel, CLIPProcessor]:
-    """A CLIPModel (eval mode, on `device`, in `dtype`) and the processor that goes with it.
+    download_root: str | None = None,
+) -> tuple[CLIPModel, CLIPPreprocess]:
+    """A CLIPModel (eval mode, on `device`, in `dtype`) and its preprocessing, as OpenAI's `clip.load`.
 
     `name_or_path`: an HF folder, a hub id, a checkpoint file, or one of OpenAI's model names with an HF-hub
     copy (`ViT-B/32`, `ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`: read from OpenAI's HF repositories).
     `activation` ("quick_gelu" or "gelu") and `model_name` (see `available_models()`) apply to checkpoint
     files in OpenAI's layout; OpenAI's TorchScript archives need neither, OpenCLIP files need one of them.
+    `jit`: only False (the eager model, OpenAI's recommended choice); torchclip builds no TorchScript model.
+    `download_root` is accepted for OpenAI's signature and unused: torchclip downloads nothing but hub copies.
+    The model also has OpenAI's `encode_image`, `encode_text` and `model(image, text)`.
     """
+    if jit:
+        raise ValueError(
+            "jit=True asks for OpenAI's TorchScript model, which torchclip does not build: use jit=False (the "
+            "eager model, same results), or torch.compile(model) for speed"
+        )
+    model, processor = _load(name_or_path, device, dtype, activation, model_name)
+    return model, CLIPPreprocess(processor.image_processor, processor.tokenizer)
+
+
+def _load(
+    name_or_path: str | os.PathLike,
+    device: torch.device | str,
+    dtype: torch.dtype | str,
+    activation: str | None,
+    model_name: str | None,
+) -> tuple[CLIPModel, CLIPProcessor]:
     path = Path(name_or_path).expanduser()
     text = str(name_or_path)
     if path.is_file():

@@ -118,8 +118,15 @@ QUICKGELU_SUFFIX = "-quickgelu"
 
 
 def available_models() -> list[str]:
-    """OpenAI's model names, then OpenCLIP's architecture names (GELU) and their `-quickgelu` variants."""
-    return [*OPENAI_MODELS, *ARCHITECTURES, *(name + QUICKGELU_SUFFIX for name in ARCHITECTURES)]
+    """OpenAI's model names, then OpenCLIP's architecture names (GELU) and their `-quickgelu` variants,
+    each once (OpenAI's ResNet names are also OpenCLIP's)."""
+    names = [*OPENAI_MODELS, *ARCHITECTURES, *(name + QUICKGELU_SUFFIX for name in ARCHITECTURES)]
+    return list(dict.fromkeys(names))
+
+
+def is_ambiguous(model_name: str) -> bool:
+    """Whether a name means QuickGELU to OpenAI and GELU to OpenCLIP (`RN50`, `RN101`, `RN50x4`, ...)."""
+    return model_name in OPENAI_MODELS and model_name in ARCHITECTURES
 
 
 def architecture(model_name: str) -> tuple[Architecture, str]:
@@ -156,6 +163,15 @@ def resolve_activation(
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     arch, implied = architecture(model_name) if model_name is not None else (None, None)
+    if model_name is not None and is_ambiguous(model_name) and activation is None and not openai_original:
+        raise ValueError(
+            f"{source}: model name {model_name!r} is ambiguous for a file that is not OpenAI's own: OpenAI's "
+            f"{model_name} uses QuickGELU, OpenCLIP's {model_name!r} config builds GELU. Pass "
+            f"model_name='{model_name}{QUICKGELU_SUFFIX}' (OpenAI's weights, as OpenCLIP names them) or "
+            f"activation='gelu' / 'quick_gelu' with it"
+        )
+    if model_name is not None and is_ambiguous(model_name) and activation is not None:
+        implied = activation  # the name fixed the architecture, the caller the activation
     if activation is not None and implied is not None and activation != implied:
         raise ValueError(
             f"activation={activation!r} contradicts model name {model_name!r}, which means {implied!r}; "

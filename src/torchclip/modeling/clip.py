@@ -80,12 +80,29 @@ class CLIPModel(PreTrainedModel):
         if position_ids is None:
             pooled = self.text_model.pooled_output(input_ids, attention_mask)
         else:
-            pooled = self.text_model(input_ids, attention_mask, position_ids).pooler_output
+            pooled = self.text_model(input_ids, attention_mask, position_ids, return_dict=True).pooler_output
         return self.text_projection(pooled)
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Projected (not normalised) image embeddings [batch, projection_dim]."""
         return self.visual_projection(self.vision_model.pooled_output(pixel_values, interpolate_pos_encoding))
+
+    # OpenAI's `clip` API: the same embeddings under OpenAI's names, and `model(image, text)` (see forward).
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """OpenAI's `model.encode_image`: `get_image_features`."""
+        return self.get_image_features(image)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """OpenAI's `model.encode_text` on `clip.tokenize` output (zero-padded, no mask): `get_text_features`."""
+        return self.get_text_features(text)
+
+    def _openai_forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """OpenAI's `model(image, text)`: (logits_per_image, logits_per_text)."""
+        image_embeds = normalize(self.encode_image(image))
+        text_embeds = normalize(self.encode_text(text))
+        logits_per_image = self.logit_scale.exp() * image_embeds @ text_embeds.t()
+        return logits_per_image, logits_per_image.t()
 
     def forward(
         self,
@@ -99,6 +116,18 @@ class CLIPModel(PreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
     ) -> CLIPOutput | tuple:
+        """The reference's forward. Called as OpenAI's `model(image, text)` (a float image batch first, token
+        ids second, positionally) it returns OpenAI's `(logits_per_image, logits_per_text)` instead."""
+        if (
+            isinstance(input_ids, torch.Tensor)
+            and input_ids.is_floating_point()
+            and isinstance(pixel_values, torch.Tensor)
+            and not pixel_values.is_floating_point()
+        ):
+            return self._openai_forward(input_ids, pixel_values)
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         vision_outputs = self.vision_model(
             pixel_values,
             output_attentions=output_attentions,
@@ -122,7 +151,7 @@ class CLIPModel(PreTrainedModel):
         out = CLIPOutput(
             loss, logits_per_image, logits_per_text, text_embeds, image_embeds, text_outputs, vision_outputs
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
 class CLIPTextModelWithProjection(PreTrainedModel):
@@ -148,6 +177,9 @@ class CLIPTextModelWithProjection(PreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> CLIPTextModelOutput | tuple:
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         text: BaseModelOutputWithPooling = self.text_model(
             input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, return_dict=True
         )
@@ -157,7 +189,7 @@ class CLIPTextModelWithProjection(PreTrainedModel):
             text.hidden_states,
             text.attentions,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
 class CLIPVisionModelWithProjection(PreTrainedModel):
@@ -184,6 +216,9 @@ class CLIPVisionModelWithProjection(PreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
     ) -> CLIPVisionModelOutput | tuple:
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         vision: BaseModelOutputWithPooling = self.vision_model(
             pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, return_dict=True
         )
@@ -193,7 +228,7 @@ class CLIPVisionModelWithProjection(PreTrainedModel):
             vision.hidden_states,
             vision.attentions,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
 class CLIPForImageClassification(PreTrainedModel):
@@ -231,13 +266,16 @@ class CLIPForImageClassification(PreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> ImageClassifierOutput | tuple:
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         vision: BaseModelOutputWithPooling = self.vision_model(
             pixel_values, output_attentions, output_hidden_states, return_dict=True
         )
         logits = self.classifier(vision.last_hidden_state[:, 1:, :].mean(dim=1))
         loss = None if labels is None else self._loss(logits, labels)
         out = ImageClassifierOutput(loss, logits, vision.hidden_states, vision.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The reference's rule: regression for one label, single-label for integer labels, else multi-label."""
@@ -250,7 +288,9 @@ class CLIPForImageClassification(PreTrainedModel):
             else:
                 problem = "multi_label_classification"
         if problem == "regression":
-            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
         if problem == "single_label_classification":
             return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

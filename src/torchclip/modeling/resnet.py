@@ -196,6 +196,9 @@ class CLIPResNetVisionModel(PreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("CLIPResNetVisionModel needs pixel_values")
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         height, width = pixel_values.shape[-2:]
         size = self.config.image_size
         if not interpolate_pos_encoding and (height != size or width != size):
@@ -219,7 +222,7 @@ class CLIPResNetVisionModel(PreTrainedModel):
             tuple(_as_tokens(m) for m in maps) if maps is not None else None,
             (weights,) if weights is not None else None,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output

@@ -81,6 +81,9 @@ class CLIPTextModel(PreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         if input_ids is None:
             raise ValueError("CLIPTextModel needs input_ids")
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         input_ids = input_ids.view(-1, input_ids.shape[-1])
         x = self.embeddings(input_ids, position_ids)
         length = input_ids.shape[-1]
@@ -94,7 +97,7 @@ class CLIPTextModel(PreTrainedModel):
         x = self.final_layer_norm(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), self.pooled_positions(input_ids).to(x.device)]
         out = BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     @fused_fp32_linears()
     def pooled_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,13 +88,16 @@ class CLIPVisionModel(PreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("CLIPVisionModel needs pixel_values")
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         x, hidden_states, attentions = self.encoder(
             x, output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions)
         )
         pooled = self.post_layernorm(x[:, 0, :])
         out = BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     @fused_fp32_linears()
     def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
