@@ -7,7 +7,7 @@ import argparse
 import json
 
 EXAMPLES = """examples:
-  torchclip index pictures.emb                 # type chosen by size: flat <= 100k, hnsw <= 500k, ivf_pq beyond
+  torchclip index pictures.emb                 # type chosen by size: flat <= 10k, hnsw <= 500k, ivf_pq beyond
   torchclip index pictures.emb --type ivf_pq   # force a type
 
 Rows embedded after the build are searched exactly until the next build (re-run this after large

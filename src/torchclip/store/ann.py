@@ -1,7 +1,8 @@
 """The approximate-nearest-neighbour index of a store, chosen by its size, and its measured recall.
 
     rows                 index                    why
-    <= 100,000           flat (none: exact)       a block scan of 100k 512-d vectors takes ~10 ms
+    <= 10,000            flat (none: exact)       a block scan of 10k 512-d vectors takes ~0.14 s
+                                                  (13.9 s per 1M rows: benchmarks/bench_store.py)
     <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
                                                   whose graph fits in memory (tested for recall; not
                                                   benchmarked at scale: a 200k build did not finish in
@@ -37,13 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["INDEX_TYPES", "build_vector_index", "choose_index_type", "measure_recall"]
 
 INDEX_TYPES = ("flat", "hnsw", "ivf_pq")
-FLAT_MAX, HNSW_MAX = 100_000, 500_000
+FLAT_MAX, HNSW_MAX = 10_000, 500_000
 INDEX_NAME = "vector_idx"
 TIE_TOLERANCE = 1e-5  # scores this close to the k-th best count as ties (float16 vectors round ~1e-3 apart)
 
 
 def choose_index_type(rows: int) -> str:
-    """flat up to 100,000 rows, hnsw up to 500,000, ivf_pq beyond (see the module docstring for why)."""
+    """flat up to 10,000 rows, hnsw up to 500,000, ivf_pq beyond (see the module docstring for why)."""
     if rows <= FLAT_MAX:
         return "flat"
     return "hnsw" if rows <= HNSW_MAX else "ivf_pq"
