@@ -55,8 +55,13 @@ def test_clip_shapes_on_many_photo_sizes():
 
 @pytest.mark.parametrize(
     "resample",
-    [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR, Image.Resampling.LANCZOS, Image.Resampling.BOX,
-     Image.Resampling.HAMMING],
+    [
+        Image.Resampling.BICUBIC,
+        Image.Resampling.BILINEAR,
+        Image.Resampling.LANCZOS,
+        Image.Resampling.BOX,
+        Image.Resampling.HAMMING,
+    ],
 )
 def test_arbitrary_sizes_crops_and_filters(resample):
     """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops."""

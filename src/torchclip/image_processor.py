@@ -582,9 +582,7 @@ def _pass_order_known() -> bool:
     return True
 
 
-def _process_one(
-    source: Image.Image | Path | bytes | np.ndarray, settings: _Settings, strips: int = 1
-) -> np.ndarray:
+def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings, strips: int = 1) -> np.ndarray:
     """Decode, resize, crop and convert one image; returns uint8 HWC (3 channels). The OpenAI pipeline
     resizes and crops in the image's own mode and converts to RGB last, as the original; transformers'
     converts first. `strips`: threads for this one image's resize."""
