@@ -535,7 +535,8 @@ def _resize_and_crop(
     new_width, new_height = new_size
     left, top, right, bottom = box
     inside = 0 <= left < right <= new_width and 0 <= top < bottom <= new_height
-    if not (inside and image.mode in _TWO_PASS_MODES and resample in _FILTER_SUPPORT and _pass_order_known()):
+    saves_work = inside and box != (0, 0, *new_size)  # a crop of the whole image: nothing to skip
+    if not (saves_work and image.mode in _TWO_PASS_MODES and resample in _FILTER_SUPPORT and _pass_order_known()):
         resized = image.resize(new_size, resample) if new_size != image.size else image
         return resized.crop(box) if box != (0, 0, *resized.size) else resized
     mode = image.mode
@@ -545,7 +546,8 @@ def _resize_and_crop(
         lo, hi = _source_lines(height, new_height, top, bottom, resample)
 
         def rows(a: int, b: int) -> Image.Image:
-            return image.crop((0, a, width, b)).resize((new_width, b - a), resample).crop((left, 0, right, b - a))
+            strip = image if (a, b) == (0, height) else image.crop((0, a, width, b))
+            return strip.resize((new_width, b - a), resample).crop((left, 0, right, b - a))
 
         middle = Image.new(image.mode, (right - left, height))
         for offset, piece in _in_strips(rows, lo, hi, strips):
@@ -555,7 +557,8 @@ def _resize_and_crop(
         lo, hi = _source_lines(width, new_width, left, right, resample)
 
         def columns(a: int, b: int) -> Image.Image:
-            return image.crop((a, 0, b, height)).resize((b - a, new_height), resample).crop((0, top, b - a, bottom))
+            strip = image if (a, b) == (0, width) else image.crop((a, 0, b, height))
+            return strip.resize((b - a, new_height), resample).crop((0, top, b - a, bottom))
 
         middle = Image.new(image.mode, (width, bottom - top))
         for offset, piece in _in_strips(columns, lo, hi, strips):
