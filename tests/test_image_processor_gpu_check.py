@@ -76,3 +76,26 @@ def test_fast_decode_without_a_gpu_runs_the_cpu_path(tmp_path):
             model.get_image_features(fast(paths, return_tensors="pt").pixel_values), dim=-1
         )
     assert batch.indices == [0, 1, 2] and torch.equal(batch.features, expected)
+
+
+def test_device_decoding_path_on_the_cpu(tmp_path):
+    """The nvJPEG path's logic with torchvision's CPU decoder: JPEGs batch-decoded, a PNG through Pillow, a
+    corrupt file reported (not fatal), EXIF orientation applied; pixels close to the exact path."""
+    pytest.importorskip("torchvision")
+    from torchclip.image_files import FileBytes, _decode_on_device
+
+    photo = Image.open(PHOTOS[3]).convert("RGB")  # coffee, 600 x 400
+    photo.save(tmp_path / "a.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "rotated.jpg", quality=95, exif=exif)
+    photo.save(tmp_path / "c.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    paths = [tmp_path / n for n in ("a.jpg", "bad.jpg", "rotated.jpg", "c.png")]
+    processor = CLIPImageProcessor()
+    items = [FileBytes(paths)[i] for i in range(len(paths))]
+    indices, pixels, failures = _decode_on_device(items, torch.device("cpu"), processor)
+    assert indices == [0, 2, 3] and [index for index, _ in failures] == [1]
+    exact = processor([paths[i] for i in indices], return_tensors="pt", do_rescale=False, do_normalize=False)
+    levels = (pixels - exact.pixel_values).abs()
+    assert levels.mean() < 2  # JPEG decoders and the resize filter differ a little, not the image
