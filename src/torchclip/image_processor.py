@@ -535,7 +535,8 @@ def _resize_and_crop(
     new_width, new_height = new_size
     left, top, right, bottom = box
     inside = 0 <= left < right <= new_width and 0 <= top < bottom <= new_height
-    saves_work = inside and box != (0, 0, *new_size)  # a crop of the whole image: nothing to skip
+    # nothing to skip when the crop keeps the whole image, or nothing to resize
+    saves_work = inside and box != (0, 0, *new_size) and new_size != image.size
     if not (saves_work and image.mode in _TWO_PASS_MODES and resample in _FILTER_SUPPORT and _pass_order_known()):
         resized = image.resize(new_size, resample) if new_size != image.size else image
         return resized.crop(box) if box != (0, 0, *resized.size) else resized
