@@ -18,10 +18,11 @@ The reference for each config is OpenAI's original eval transform as OpenCLIP bu
 - "s200_crop180x232": the same torchvision transforms OpenAI composes, with Resize(200) and a non-square
   CenterCrop((180, 232)), which pads square images (exercises the crop offset rounding and zero padding).
 
-torchclip converts to RGB before resizing (see the image_processor module docstring). For RGB and L images the
-reference transform is applied to the image as it is (the order provably does not matter there, and this script
-checks it); for other modes it is applied to `image.convert("RGB")`. EXIF-rotated files are given upright
-(`ImageOps.exif_transpose`), as torchclip documents.
+The reference transform is applied to each image as it is stored, in its own mode (RGBA, LA, P with and without
+transparency, CMYK, I;16, I, F, 1-bit): torchvision's Resize and CenterCrop work in that mode (Pillow resizes P and
+1 with nearest-neighbour, RGBA and LA premultiplied, CMYK per channel) and OpenCLIP converts to RGB after the crop.
+For RGB and L images the script also checks that converting first changes nothing (torchclip keeps greyscale as one
+channel until the end). EXIF-rotated files are given upright (`ImageOps.exif_transpose`), as torchclip documents.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ def generated_images() -> dict[str, str]:
         "wide": (Image.fromarray(smooth_rgb(301, 7, seed=2)), "png"),
         "tall": (Image.fromarray(smooth_rgb(5, 263, seed=3)), "png"),
     }
+    # Larger images in the modes where resizing in the image's own mode differs from converting first:
+    # transparent holes with coloured pixels under them (premultiplied resize), a palette image shrunk
+    # (nearest-neighbour), CMYK ink with a gradient, a 16-bit range beyond 255.
+    big = smooth_rgb(123, 87, seed=5)
+    holes = np.where((np.indices((87, 123)).sum(axis=0) // 9) % 3 == 0, 0, 255).astype(np.uint8)
+    images["rgba_holes"] = (Image.fromarray(np.dstack([big, holes])), "png")
+    images["la_holes"] = (Image.fromarray(np.dstack([big[..., 1], holes]), "LA"), "png")
+    images["p_big"] = (Image.fromarray(big).quantize(32), "png")
+    images["cmyk_big"] = (Image.fromarray(big).convert("CMYK"), "tiff")
+    images["i16_big"] = (Image.fromarray(big[..., 0].astype(np.uint16) * 3), "png")
+    images["bilevel_big"] = (Image.fromarray(big[..., 2]).convert("1"), "png")
     p_transparent = Image.fromarray(rgb).quantize(64)
     p_transparent.info["transparency"] = 3
     images["p_transparency"] = (p_transparent, "png")
@@ -122,10 +134,12 @@ def to_indices(output: torch.Tensor, table: torch.Tensor) -> np.ndarray:
     return indices.to(torch.uint8).numpy()
 
 
-# Which configs each image is checked at: all four for the photos and the RGB pattern; the other generated
-# images (modes, shapes) at 224 and the non-square size, which keeps the committed fixtures around 2 MB.
+# Which configs each image is checked at: all four for the photos, the RGB pattern and the larger mode images
+# (the padded non-square crop pads in the image's own mode); the others at 224 and the non-square size, which
+# keeps the committed fixtures around 2 MB.
 ALL_CONFIGS = ("224", "336", "hw192x256", "s200_crop180x232")
 SOME_CONFIGS = ("224", "hw192x256")
+FULL_CHECK = {"rgb", "rgba_holes", "la_holes", "p_big", "p_transparency", "cmyk_big", "i16_big", "bilevel_big"}
 
 
 def main() -> None:
@@ -146,13 +160,11 @@ def main() -> None:
     count = 0
     for name, image in sources.items():
         upright = ImageOps.exif_transpose(image)
-        for config in ALL_CONFIGS if name.startswith("photo_") or name == "rgb" else SOME_CONFIGS:
+        for config in ALL_CONFIGS if name.startswith("photo_") or name in FULL_CHECK else SOME_CONFIGS:
             transform = transforms[config]
+            output = transform(upright)
             if upright.mode in ("RGB", "L"):
-                output = transform(upright)
                 assert torch.equal(output, transform(upright.convert("RGB"))), f"{name}: order matters?"
-            else:
-                output = transform(upright.convert("RGB"))
             indices = to_indices(output, table).transpose(1, 2, 0)
             Image.fromarray(np.ascontiguousarray(indices)).save(golden_dir / f"{name}__{config}.png", optimize=True)
             count += 1

@@ -365,3 +365,14 @@ def test_fast_jpeg_decode_is_opt_in_close_and_only_for_files(tmp_path):
     assert np.array_equal(
         fast_processor(pil, return_tensors="np").pixel_values, CLIPImageProcessor()(pil).pixel_values[0][None]
     )
+
+
+@pytest.mark.parametrize("name", ["rgba_holes", "la_holes", "p_big", "p_transparency", "bilevel_big", "i16_big"])
+def test_resizing_happens_in_the_images_own_mode(name):
+    """The goldens are the original transform on the raw image (resize and crop in its mode, RGB last): the
+    processor matches them, and converting to RGB first (torchclip's old order) would be clearly off."""
+    image = Image.open(source_path(name))
+    processor = CLIPImageProcessor()
+    assert max_diff(processor(image, return_tensors="np").pixel_values[0], golden(name)) <= TOL
+    converted_first = processor(image.convert("RGB"), return_tensors="np").pixel_values[0]
+    assert max_diff(converted_first, golden(name)) > 0.1

@@ -7,14 +7,23 @@ model waits for pixels only when the workers cannot keep up.
 
 Two details keep the hand-over cheap: workers send 8-bit pixels (a quarter of the bytes of float32), and
 rescaling + normalisation happen in the main process on the model's device, with the image processor's
-own per-channel `pixel * scale + shift`, so the pixels are the same as `image_processor(path)` gives.
+own per-channel `pixel * scale + shift` (one fused `addcmul`), so on the CPU the pixels are the same as
+`image_processor(path)` gives.
 
 Batches come back in the order of the input list (the DataLoader's default in-order delivery), and a file
 that cannot be decoded is reported with its error and skipped; it never stops the run.
+
+On a CUDA device the batches are pinned and copied asynchronously while the workers prefetch the next ones.
+With `fast_jpeg_decode` on a CUDA device (`torchclip embed --device cuda --fast-decode`) the workers only read
+the files' bytes: JPEGs are decoded on the GPU (torchvision's nvJPEG `decode_jpeg`), other formats by Pillow,
+and resizing, cropping and normalisation run on the GPU with torch's antialiased bicubic, the approximate
+path (`resize_and_crop_tensor`; its distance from the exact pixels is measured by benchmarks/gpu_check.py).
+Without a GPU or torchvision, the same call runs the CPU path.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -22,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
+
+from torchclip.image_processor import _crop_box, _resized_size
 
 __all__ = [
     "EmbeddedBatch",
@@ -35,6 +47,7 @@ __all__ = [
     "embed_image_files",
     "find_images",
     "is_image_file",
+    "resize_and_crop_tensor",
 ]
 
 # Files with these extensions are always tried (and reported when unreadable); other files count as
@@ -134,16 +147,96 @@ def default_num_workers() -> int:
 
 
 def _scale_and_shift(image_processor: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The processor's rescale + normalise as one per-channel multiply-add, computed like it does."""
-    scale = torch.ones(3, dtype=torch.float64)
-    shift = torch.zeros(3, dtype=torch.float64)
-    if image_processor.do_rescale:
-        scale *= float(image_processor.rescale_factor)
-    if image_processor.do_normalize:
-        mean = torch.tensor(image_processor.image_mean, dtype=torch.float64)
-        std = torch.tensor(image_processor.image_std, dtype=torch.float64)
-        scale, shift = scale / std, -mean / std
-    return scale.float()[:, None, None], shift.float()[:, None, None]
+    """The processor's own rescale + normalise as one per-channel multiply-add, shaped [3, 1, 1]."""
+    scale, shift = image_processor._scale_and_shift()
+    return scale[:, None, None], shift[:, None, None]
+
+
+class FileBytes(Dataset):
+    """Image files -> (index, the file's bytes as a uint8 tensor or None, error or None): all the workers do
+    when the device decodes."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            data = self.paths[index].read_bytes()
+        except OSError as exc:
+            return index, None, f"could not be read: {exc}"
+        if not data:
+            return index, None, "the file is empty (0 bytes)"
+        return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
+
+
+def _collate_bytes(items: list) -> list:
+    return items
+
+
+def _nvjpeg_decoder() -> Callable | None:
+    """torchvision's batched `decode_jpeg` (nvJPEG on CUDA devices), or None without torchvision."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    return lambda data, device: decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+
+
+def _decodes_on_device(device: torch.device, image_processor: Any) -> bool:
+    return device.type == "cuda" and bool(image_processor.fast_jpeg_decode) and _nvjpeg_decoder() is not None
+
+
+def resize_and_crop_tensor(image: torch.Tensor, image_processor: Any) -> torch.Tensor:
+    """The approximate device path: a uint8 [3, H, W] image on any device -> float [3, h, w] holding 8-bit
+    values (rounded and clamped, like Pillow's output), resized with torch's antialiased bicubic (what
+    torchvision's Resize does on tensors) and centre-cropped with the processor's size rules and offsets.
+    Close to, not equal to, Pillow's fixed-point filter: benchmarks/gpu_check.py measures the difference."""
+    pixels = image[None].float()
+    if image_processor.do_resize:
+        width, height = _resized_size(image.shape[2], image.shape[1], image_processor.size)
+        if (width, height) != (image.shape[2], image.shape[1]):
+            pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True)
+            pixels = pixels.round_().clamp_(0, 255)
+    if image_processor.do_center_crop:
+        height, width = pixels.shape[2:]
+        left, top, right, bottom = _crop_box(width, height, image_processor.crop_size, image_processor.pipeline)
+        out = pixels.new_zeros(1, 3, bottom - top, right - left)
+        x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+        out[:, :, y0 - top : y1 - top, x0 - left : x1 - left] = pixels[:, :, y0:y1, x0:x1]
+        pixels = out
+    return pixels[0]
+
+
+def _decode_on_device(
+    items: list[tuple[int, torch.Tensor | None, str | None]], device: torch.device, image_processor: Any
+) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """File bytes -> (indices, float 8-bit pixels [N, 3, h, w] on `device`, failures). JPEGs go to nvJPEG as
+    one batch; anything else (or a JPEG nvJPEG refuses) is decoded by Pillow and sent to the device."""
+    decode = _nvjpeg_decoder()
+    failures = [(index, error) for index, data, error in items if data is None]
+    readable = [(index, data) for index, data, _ in items if data is not None]
+    jpegs = [(index, data) for index, data in readable if data[:2].tolist() == [0xFF, 0xD8]]
+    decoded: dict[int, torch.Tensor] = {}
+    if jpegs:
+        try:
+            decoded.update(zip([i for i, _ in jpegs], decode([d for _, d in jpegs], device), strict=True))
+        except RuntimeError:  # one bad JPEG fails the batch: decode one by one below
+            pass
+    for index, data in readable:
+        if index in decoded:
+            continue
+        try:
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+            decoded[index] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).to(device)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            failures.append((index, f"could not be decoded: {type(exc).__name__}: {exc}"))
+    indices = [index for index, _ in readable if index in decoded]
+    pixels = [resize_and_crop_tensor(decoded[index], image_processor) for index in indices]
+    return indices, torch.stack(pixels) if pixels else None, sorted(failures)
 
 
 def embed_image_files(
@@ -165,21 +258,25 @@ def embed_image_files(
     batches = math.ceil(len(paths) / batch_size)
     workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
     device, dtype = model.device, model.dtype
+    on_device = _decodes_on_device(device, image_processor)
     loader = DataLoader(
-        ImageFiles(paths, image_processor),
+        FileBytes(paths) if on_device else ImageFiles(paths, image_processor),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
+        collate_fn=_collate_bytes if on_device else _collate,
+        pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,
     )
     scale, shift = (t.to(device) for t in _scale_and_shift(image_processor))
     with torch.inference_mode():
         for batch in loader:
+            if on_device:
+                batch = _PixelBatch(*_decode_on_device(batch, device, image_processor))
             if batch.pixels is None:
                 features = torch.empty(0, model.config.projection_dim)
             else:
-                pixels = batch.pixels.to(device, non_blocking=True).float().mul_(scale).add_(shift)
+                # the processor's own fused multiply-add (image_processor._normalise), on the device
+                pixels = torch.addcmul(shift, batch.pixels.to(device, non_blocking=True), scale)
                 features = model.get_image_features(pixels.to(dtype)).float()
                 if normalize:
                     features = torch.nn.functional.normalize(features, dim=-1)

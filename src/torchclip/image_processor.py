@@ -3,26 +3,32 @@
 The default pipeline is OpenAI's original evaluation transform (``clip.load(...)[1]``, which OpenCLIP's
 ``image_transform(size, is_train=False)`` reproduces), step by step:
 
-1. decode and convert to RGB with Pillow's ``image.convert("RGB")`` (the original's
-   ``_convert_image_to_rgb``). Transparency is *dropped*, not composited: a transparent pixel keeps
-   whatever colour it stores (often black). Palette images map through their palette; 16-bit and
-   float modes (``I;16``, ``I``, ``F``) are clipped to 0..255 by Pillow, exactly as in the original.
-   The original converts after resizing; torchclip converts first, as the data loaders CLIP was
-   trained and evaluated with do (torchvision's ``ImageFolder`` opens every image with
-   ``.convert("RGB")``). For RGB and greyscale images the order changes nothing; for RGBA, LA,
-   palette and CMYK images converting first also avoids Pillow's premultiplied-alpha and
-   nearest-neighbour (palette) resizing.
-2. resize the shortest edge to ``size`` with Pillow's bicubic filter (what torchvision's ``Resize``
-   does on PIL images; the long edge is ``int(size * long / short)``);
+1. decode (EXIF orientation applied, see below) and keep the image in its own mode;
+2. resize the shortest edge to ``size`` with Pillow's bicubic filter, in the image's own mode (what
+   torchvision's ``Resize`` does on PIL images; the long edge is ``int(size * long / short)``). So
+   Pillow resizes palette and 1-bit images with nearest-neighbour, RGBA and LA with premultiplied
+   alpha, CMYK per channel and 16/32-bit modes in their own precision, as in the original;
 3. centre crop with torchvision's offset rounding ``int(round((h - crop_h) / 2.0))``, padding with
    zeros where the crop is larger than the image;
-4. scale to [0, 1] and normalise with the CLIP mean and std, fused into one multiply-add per channel
+4. convert to RGB with Pillow's ``convert("RGB")`` (the original's ``_convert_image_to_rgb``):
+   transparency is *dropped*, not composited (a transparent pixel keeps the colour it stores,
+   un-premultiplied), palettes map through their colours, 16-bit and float modes are clipped to 0..255;
+5. scale to [0, 1] and normalise with the CLIP mean and std, fused into one multiply-add per channel
    (within 3e-7 of the reference's divide-subtract-divide).
 
 ``pipeline="transformers"`` reproduces ``transformers.CLIPImageProcessor`` (5.x, the Pillow backend
 it uses without torchvision) instead: transparency is composited onto white and the crop offset is
 rounded down, ``(h - crop_h) // 2``, which on some image sizes puts the crop one pixel away from the
-original's.
+original's, and every image is converted to RGB before resizing, as transformers does.
+
+Speed without changing a pixel: Pillow's resize runs two separable passes (horizontal then vertical,
+or vertical first when the height shrinks much more than the width) with fixed-point coefficients
+that depend only on the input and output sizes. torchclip runs those same passes through Pillow one
+at a time (``_resize_and_crop``), so each gets exactly Pillow's coefficients, but only over the
+lines the centre crop keeps, and split into strips across threads when there is one image. The
+result is bit-identical to ``image.resize(...).crop(...)`` (tests/test_image_processor.py checks it on
+many sizes and modes); where that cannot be guaranteed (a Pillow that orders its passes differently,
+nearest-neighbour, a crop larger than the image) the plain ``resize`` + ``crop`` runs.
 
 Images given as files or bytes, and PIL images, have their EXIF orientation applied
 (``PIL.ImageOps.exif_transpose``), so a portrait photo from a phone is seen upright. Arrays and
@@ -32,6 +38,7 @@ so every input goes through the same Pillow operations.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -292,13 +299,15 @@ class CLIPImageProcessor:
             items = [_as_channels_last(item, str(input_data_format)) for item in items]
         sources = [_check_item(item, index) for index, item in enumerate(items)]
 
+        workers = num_workers or min(8, os.cpu_count() or 1)
+        strips = workers if len(items) == 1 else 1  # one image: its resize is split across the threads
+
         def work(index: int) -> np.ndarray | _ImageFailure:
             try:
-                return _process_one(sources[index], settings)
+                return _process_one(sources[index], settings, strips)
             except _ImageFailure as exc:
                 return exc
 
-        workers = num_workers or min(8, os.cpu_count() or 1)
         if workers > 1 and len(items) > 1:
             with ThreadPoolExecutor(min(workers, len(items))) as pool:
                 results = list(pool.map(work, range(len(items))))
@@ -332,11 +341,11 @@ class CLIPFeatureExtractor(CLIPImageProcessor):
 
 def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel: rescale and
-    normalise in one vectorised pass over the whole batch (within 3e-7 of divide-subtract-divide)."""
+    normalise in one fused pass over the whole batch, reading the 8-bit pixels once (within 3e-7 of
+    divide-subtract-divide)."""
     pixels = torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2)
     out = torch.empty(pixels.shape, dtype=torch.float32)
-    out.copy_(pixels)
-    return out.mul_(scale[:, None, None]).add_(shift[:, None, None])
+    return torch.addcmul(shift[:, None, None], pixels, scale[:, None, None], out=out)
 
 
 # ---------------------------------------------------------------------- input checking and decoding
@@ -494,31 +503,146 @@ def _crop_box(width: int, height: int, crop: dict[str, int], pipeline: str) -> t
     return left, top, left + crop_w, top + crop_h
 
 
-def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) -> np.ndarray:
-    """Decode, convert, resize and crop one image; returns uint8 HWC (3 channels)."""
+# ---------------------------------------------------------------------- resizing only what the crop keeps
+
+# Half-widths of Pillow's resampling filters (Resample.c), to know which input lines an output line reads.
+_FILTER_SUPPORT = {
+    Image.Resampling.BOX: 0.5,
+    Image.Resampling.BILINEAR: 1.0,
+    Image.Resampling.HAMMING: 1.0,
+    Image.Resampling.BICUBIC: 2.0,
+    Image.Resampling.LANCZOS: 3.0,
+}
+# 8-bit modes whose resize is Pillow's plain 8-bit two-pass filter; RGBA and LA are resized premultiplied
+# (RGBa, La), exactly as Image.resize does it.
+_TWO_PASS_MODES = {"L", "RGB", "CMYK", "RGBX", "RGBA", "LA"}
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
+
+
+def _horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
+    """Pillow 11+'s choice of pass order (ImagingResampleInner): vertical first when the height shrinks
+    by more than twice as many lines as the width."""
+    (width, height), (new_width, new_height) = size, new_size
+    return not (height - new_height > 0 and height - new_height > (width - new_width) * 2)
+
+
+def _source_lines(length: int, new_length: int, first: int, last: int, resample: int) -> tuple[int, int]:
+    """The input lines [lo, hi) that output lines [first, last) of a resize from `length` to `new_length`
+    read (precompute_coeffs' bounds, one line wider on each side for safety: extra lines are real data)."""
+    if length == new_length:
+        return first, last
+    scale = length / new_length
+    support = _FILTER_SUPPORT[resample] * max(scale, 1.0)
+    lo = int((first + 0.5) * scale - support + 0.5) - 1
+    hi = int((last - 0.5) * scale + support + 0.5) + 1
+    return max(lo, 0), min(hi, length)
+
+
+def _in_strips(make: Any, lo: int, hi: int, strips: int) -> list[tuple[int, Image.Image]]:
+    """`make(a, b)` over [lo, hi) cut into `strips` pieces (threads: Pillow releases the GIL)."""
+    bounds = [lo + (hi - lo) * i // strips for i in range(strips + 1)]
+    pieces = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    if len(pieces) == 1:
+        return [(lo, make(lo, hi))]
+    with ThreadPoolExecutor(len(pieces)) as pool:
+        return list(zip([a for a, _ in pieces], pool.map(lambda ab: make(*ab), pieces), strict=True))
+
+
+def _resize_and_crop(
+    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int, strips: int = 1
+) -> Image.Image:
+    """`image.resize(new_size, resample).crop(box)`, bit for bit, computing only what the crop keeps.
+
+    Pillow's resize is two independent passes, each a function of the input and output lengths along
+    its axis only. A resize that changes one axis runs just that pass with the same coefficients, so the
+    first pass can run on strips of the input (the lines the crop's output lines read) and the second on
+    the crop's columns (or rows) of the first pass's output, embedded in an image of the full length
+    (zeros elsewhere, which only the discarded lines read).
+    """
+    width, height = image.size
+    new_width, new_height = new_size
+    left, top, right, bottom = box
+    inside = 0 <= left < right <= new_width and 0 <= top < bottom <= new_height
+    horizontal_first = _horizontal_first(image.size, new_size)
+    usable = inside and new_size != image.size and image.mode in _TWO_PASS_MODES and resample in _FILTER_SUPPORT
+    if usable:  # the first pass's input lines that the crop reads
+        if horizontal_first:
+            lo, hi = _source_lines(height, new_height, top, bottom, resample)
+        else:
+            lo, hi = _source_lines(width, new_width, left, right, resample)
+        # Worth it when the first pass (most of the work) skips a quarter of its lines, or runs in strips;
+        # the second pass alone saves too little to pay for the extra copies (measured on landscape photos).
+        skips = 4 * (hi - lo) <= 3 * (height if horizontal_first else width)
+        usable = (strips > 1 or skips) and _pass_order_known()
+    if not usable:
+        resized = image.resize(new_size, resample) if new_size != image.size else image
+        return resized.crop(box) if box != (0, 0, *resized.size) else resized
+    mode = image.mode
+    if mode in _PREMULTIPLIED:
+        image = image.convert(_PREMULTIPLIED[mode])
+    if horizontal_first:
+
+        def rows(a: int, b: int) -> Image.Image:
+            strip = image if (a, b) == (0, height) else image.crop((0, a, width, b))
+            return strip.resize((new_width, b - a), resample).crop((left, 0, right, b - a))
+
+        middle = Image.new(image.mode, (right - left, height))
+        for offset, piece in _in_strips(rows, lo, hi, strips):
+            middle.paste(piece, (0, offset))
+        out = middle.resize((right - left, new_height), resample).crop((0, top, right - left, bottom))
+    else:
+
+        def columns(a: int, b: int) -> Image.Image:
+            strip = image if (a, b) == (0, width) else image.crop((a, 0, b, height))
+            return strip.resize((b - a, new_height), resample).crop((0, top, b - a, bottom))
+
+        middle = Image.new(image.mode, (width, bottom - top))
+        for offset, piece in _in_strips(columns, lo, hi, strips):
+            middle.paste(piece, (offset, 0))
+        out = middle.resize((new_width, bottom - top), resample).crop((left, 0, right, bottom - top))
+    return out.convert(mode) if mode in _PREMULTIPLIED else out
+
+
+@functools.cache
+def _pass_order_known() -> bool:
+    """Whether this Pillow orders its passes as `_horizontal_first` says: checked once on two small
+    images where the order changes the result (Pillow before 11 always ran horizontal first)."""
+    rng = np.random.default_rng(0)
+    for size, new_size in (((64, 256), (60, 40)), ((256, 64), (40, 60))):
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        expected = image.resize(new_size, Image.Resampling.BICUBIC)
+        box = (0, 0, *new_size)
+        if _horizontal_first(size, new_size):
+            middle = image.resize((new_size[0], size[1]), Image.Resampling.BICUBIC)
+        else:
+            middle = image.resize((size[0], new_size[1]), Image.Resampling.BICUBIC)
+        if middle.resize(new_size, Image.Resampling.BICUBIC).crop(box).tobytes() != expected.tobytes():
+            return False
+    return True
+
+
+def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings, strips: int = 1) -> np.ndarray:
+    """Decode, resize, crop and convert one image; returns uint8 HWC (3 channels). The OpenAI pipeline
+    resizes and crops in the image's own mode and converts to RGB last, as the original; transformers'
+    converts first. `strips`: threads for this one image's resize."""
     try:
         image = _open(source, settings)
-        # Greyscale is resized as one channel and expanded to RGB at the end: a third of the work, and the
-        # same pixels, since Pillow resizes each channel of an RGB image with the same integer arithmetic
-        # (make_image_fixtures.py asserts this on every greyscale image).
         if not settings.do_convert_rgb and image.mode != "RGB":
             raise _ImageFailure(f"do_convert_rgb=False needs RGB images, got mode {image.mode!r}")
-        if image.mode not in ("RGB", "L"):
+        # Greyscale stays one channel until the end in both pipelines: a third of the work, and the same
+        # pixels, since Pillow resizes each channel of an RGB image with the same integer arithmetic
+        # (make_image_fixtures.py asserts this on every greyscale image).
+        if settings.pipeline == "transformers" and image.mode not in ("RGB", "L"):
             image = _to_rgb(image, settings.pipeline)
-        if settings.do_resize:
-            new_size = _resized_size(*image.size, settings.size)
-            if new_size[0] * new_size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
-                raise _ImageFailure(
-                    f"resizing {image.size[0]}x{image.size[1]} to {new_size[0]}x{new_size[1]} exceeds Pillow's "
-                    f"MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}); the aspect ratio is too extreme"
-                )
-            if new_size != image.size:
-                image = image.resize(new_size, settings.resample)
-        if settings.do_center_crop:
-            box = _crop_box(*image.size, settings.crop_size, settings.pipeline)
-            if box != (0, 0, *image.size):
-                image = image.crop(box)
-        return np.asarray(image.convert("RGB") if image.mode == "L" else image)
+        new_size = _resized_size(*image.size, settings.size) if settings.do_resize else image.size
+        if new_size[0] * new_size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
+            raise _ImageFailure(
+                f"resizing {image.size[0]}x{image.size[1]} to {new_size[0]}x{new_size[1]} exceeds Pillow's "
+                f"MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}); the aspect ratio is too extreme"
+            )
+        box = _crop_box(*new_size, settings.crop_size, settings.pipeline) if settings.do_center_crop else None
+        image = _resize_and_crop(image, new_size, box or (0, 0, *new_size), settings.resample, strips)
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise _ImageFailure(f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}") from exc
     except UnidentifiedImageError as exc:

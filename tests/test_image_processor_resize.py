@@ -1,0 +1,89 @@
+"""The crop-aware resize (`_resize_and_crop`) is bit-identical to Pillow's `resize(...).crop(...)`: checked on
+many random sizes, both pass orders, every two-pass mode, the resampling filters, and split into strips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torchclip.image_processor import (
+    _crop_box,
+    _horizontal_first,
+    _pass_order_known,
+    _resize_and_crop,
+    _resized_size,
+)
+
+MODES = ("RGB", "L", "RGBA", "LA", "CMYK")
+
+
+def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str) -> Image.Image:
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    pixels = rng.integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+    if mode in ("RGBA", "LA"):  # fully transparent and opaque areas too, where premultiplying matters most
+        pixels[..., -1] = np.where(rng.random(pixels.shape[:2]) < 0.3, 0, pixels[..., -1])
+    return Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode)
+
+
+def reference(image: Image.Image, new_size, box, resample) -> bytes:
+    return image.resize(new_size, resample).crop(box).tobytes()
+
+
+def test_this_pillow_orders_its_passes_as_modelled():
+    # if this fails, _resize_and_crop falls back to the plain resize (still correct, just slower)
+    assert _pass_order_known()
+
+
+def test_clip_shapes_on_many_photo_sizes():
+    """Shortest edge 224 or 336 and a centre crop, as the processor calls it, on 300 random photo sizes."""
+    rng = np.random.default_rng(0)
+    orders = set()
+    for trial in range(300):
+        size = (int(rng.integers(150, 1400)), int(rng.integers(150, 1400)))
+        image = random_image(rng, size, MODES[trial % len(MODES)])
+        target = 224 if trial % 2 else 336
+        new_size = _resized_size(*size, {"shortest_edge": target})
+        box = _crop_box(*new_size, {"height": target, "width": target}, "openai")
+        strips = 1 + trial % 3
+        out = _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips)
+        assert out.mode == image.mode and out.size == (target, target)
+        assert out.tobytes() == reference(image, new_size, box, Image.Resampling.BICUBIC), (size, image.mode)
+        orders.add(_horizontal_first(size, new_size))
+    assert orders == {True, False}  # both pass orders were exercised
+
+
+@pytest.mark.parametrize(
+    "resample",
+    [
+        Image.Resampling.BICUBIC,
+        Image.Resampling.BILINEAR,
+        Image.Resampling.LANCZOS,
+        Image.Resampling.BOX,
+        Image.Resampling.HAMMING,
+    ],
+)
+def test_arbitrary_sizes_crops_and_filters(resample):
+    """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops."""
+    rng = np.random.default_rng(int(resample))
+    for trial in range(80):
+        size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        new_size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        if trial % 5 == 0:
+            new_size = (size[0], new_size[1])  # only the height changes
+        elif trial % 5 == 1:
+            new_size = (new_size[0], size[1])  # only the width changes
+        left, right = sorted(int(v) for v in rng.choice(new_size[0] + 1, 2, replace=new_size[0] == 0))
+        top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
+        box = (left, top, max(right, left + 1), max(bottom, top + 1))
+        image = random_image(rng, size, MODES[trial % len(MODES)])
+        out = _resize_and_crop(image, new_size, box, resample, strips=1 + trial % 4)
+        assert out.tobytes() == reference(image, new_size, box, resample), (size, new_size, box, image.mode)
+
+
+def test_crop_larger_than_the_image_pads_with_zeros_like_pillow():
+    image = random_image(np.random.default_rng(1), (57, 41), "RGBA")
+    new_size, box = (60, 43), (-5, -3, 65, 47)
+    assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC).tobytes() == reference(
+        image, new_size, box, Image.Resampling.BICUBIC
+    )
