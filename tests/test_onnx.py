@@ -258,3 +258,22 @@ def test_cli_onnx_backend_errors_are_clear(bundled_onnx, capsys):
     assert "export with --dtype bfloat16" in capsys.readouterr().err
     assert main(["export", str(bundled_model_path()), str(bundled_onnx.parent / "x.pt"), "--dtype", "int8"]) == 2
     assert "--dtype int8 applies to --format onnx" in capsys.readouterr().err
+
+
+def test_serve_onnx_backend_answers_as_the_torch_backend(bundled_onnx, tmp_path):
+    """`torchclip serve --backend onnx`: the service embeds queries with the export and ranks as with PyTorch."""
+    from starlette.testclient import TestClient
+
+    from torchclip.serve.app import ServeSettings, create_app
+
+    store = tmp_path / "store"
+    assert main(["embed", str(Path(DEMO_IMAGES[0]).parent), "--out", str(store), "--quiet"]) == 0
+    answers = {}
+    for backend, model in (("torch", None), ("onnx", str(bundled_onnx))):
+        settings = ServeSettings(store=str(store), model=model, backend=backend, thumbnail_cache=str(tmp_path / "t"))
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+            response = client.post("/api/search", json={"text": "a red circle", "k": 4})
+            assert response.status_code == 200, response.text
+            answers[backend] = response.json()["results"]
+    assert [r["key"] for r in answers["onnx"]] == [r["key"] for r in answers["torch"]]
+    assert np.allclose([r["score"] for r in answers["onnx"]], [r["score"] for r in answers["torch"]], atol=1e-5)

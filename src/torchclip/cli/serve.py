@@ -62,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--thumbnail-cache", default=None, help="folder for thumbnails (default: STORE/.thumbnails)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="onnx: --model is a folder from `torchclip export MODEL OUT --format onnx`, run in ONNX Runtime",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         thumbnail_cache=args.thumbnail_cache,
         device=args.device,
         dtype=args.dtype,
+        backend=args.backend,
     )
     server_options = {
         "host": args.host,

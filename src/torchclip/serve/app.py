@@ -87,14 +87,21 @@ class ServeSettings:
     refresh_seconds: float = 0.5
     device: str = "cpu"
     dtype: str = "float32"
+    backend: str = "torch"  # or "onnx": `model` is then a folder from `torchclip export MODEL OUT --format onnx`
 
 
-def load_model_for(store: Any, model: str | None, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
+def load_model_for(
+    store: Any, model: str | None, device: str = "cpu", dtype: str = "float32", backend: str = "torch"
+) -> tuple[Any, Any]:
     """(model, processor) to search `store` with: `model`, else the checkpoint the store was embedded with."""
     import torch
 
     from torchclip.convert import load
 
+    if backend == "onnx":
+        from torchclip.deploy.onnx_runtime import load_onnx_and_processor
+
+        return load_onnx_and_processor(model, device, dtype)
     name = model or store.model.get("path") or store.model.get("name")
     if not name:
         raise ValueError("the store does not say which model embedded it; pass --model")
@@ -381,7 +388,9 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
     check_bind(settings.host, settings.token, settings.insecure)
     live = LiveStore(settings.store)
     if model is None:
-        model, processor = load_model_for(live.current, settings.model, settings.device, settings.dtype)
+        model, processor = load_model_for(
+            live.current, settings.model, settings.device, settings.dtype, settings.backend
+        )
     recorded = live.current.model.get("fingerprint")
     if recorded and model_fingerprint(model) != recorded:
         raise ValueError(
