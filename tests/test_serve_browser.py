@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -23,7 +24,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "serve-page.png"
+# The docs' picture (docs/serve-page.png) is refreshed with TORCHCLIP_DOCS_SCREENSHOT=docs/serve-page.png;
+# a plain test run writes it to a temporary folder, so running the tests leaves the checkout unchanged.
+SCREENSHOT = Path(
+    os.environ.get("TORCHCLIP_DOCS_SCREENSHOT") or Path(tempfile.gettempdir()) / "torchclip-serve-page.png"
+)
 
 pytestmark = [
     pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no browser: {CHROMIUM} is missing (make browser)"),
