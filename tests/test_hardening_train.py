@@ -87,12 +87,10 @@ def test_a_checkpoint_of_an_older_torchclip_resumes_and_is_replaced(tmp_path):
 def test_a_table_whose_images_are_all_missing_stops_with_a_clear_error_in_bounded_time(tmp_path):
     table = tmp_path / "pairs.csv"
     table.write_text("filepath,caption\n" + "".join(f"missing/{i}.jpg,a photo {i}\n" for i in range(5)))
-    started = time.monotonic()
-    result = cli(
+    result = cli(  # bounded in time by cli()'s subprocess timeout: a run that never ends fails the test there
         "train", "--output", str(tmp_path / "run"), "--data", str(table), "--model-config", json.dumps(TINY),
         "--steps", "3", "--batch-size", "2", "--workers", "2", "--no-progress",
     )  # fmt: skip
-    elapsed = time.monotonic() - started
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("torchclip train: error:")]
     assert len(errors) == 1  # one line (the other worker may still log a skipped sample as it is stopped)
@@ -101,7 +99,6 @@ def test_a_table_whose_images_are_all_missing_stops_with_a_clear_error_in_bounde
     assert "200 samples in a row could not be used" in last and "after trying 200 (0 usable)" in last
     assert "missing/" in last and "unreadable image" in last
     assert result.stderr.count("skipped bad sample") <= 2 * 200  # bounded: at most one limit per stream
-    assert elapsed < 110  # the subprocess timeout (120 s) would have raised otherwise; a hang never ends
 
 
 def test_a_stream_with_some_bad_samples_keeps_training(tmp_path):
