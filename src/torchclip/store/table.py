@@ -40,6 +40,8 @@ os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about thing
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 import lance  # noqa: E402
 
+from torchclip.store.exact import TopK, block_candidates  # noqa: E402
+
 __all__ = [
     "EmbeddingStore",
     "Hit",
@@ -57,6 +59,11 @@ VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 METADATA_COLUMNS = ["size", "mtime", "width", "height", "taken_at"]
 ROW_COLUMNS = ["id", "key", "text", *METADATA_COLUMNS]
 BLOCK_ROWS = 32_768  # rows per block of exact search: 64 MB of float32 512-d vectors
+# Lance's first (v1, "legacy") file layout: plain Arrow buffers, which Lance reads near memory speed. The
+# newer layouts decode fixed-size vectors through structural encodings several times slower (300k 512-d
+# float16 vectors scanned at 5.9 GB/s in v1 against 0.95 in 2.1 and 0.74 in 2.2 on the 2-core test machine:
+# `benchmarks/bench_store.py --step formats`), and exact search is a scan of every vector.
+FILE_FORMAT = "legacy"
 
 
 class StoreBusyError(RuntimeError):
@@ -344,7 +351,12 @@ class EmbeddingStore:
             location.remove_tree(TABLE)  # a store being replaced (--rebuild), or a create that was killed
             location.remove_tree(PARTS)
             lance.write_dataset(
-                schema.empty_table(), location.uri(TABLE), schema=schema, mode="create", storage_options=storage_options
+                schema.empty_table(),
+                location.uri(TABLE),
+                schema=schema,
+                mode="create",
+                data_storage_version=FILE_FORMAT,
+                storage_options=storage_options,
             )
             config = {
                 "format": FORMAT_VERSION,
@@ -630,25 +642,18 @@ class EmbeddingStore:
         return [self._ann_search(query, k, where, info["search"]) for query in queries]
 
     def exact_top_k(self, queries: np.ndarray, k: int, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [Q, k'], scores [Q, k']) of exact search: the vectors are read in blocks of BLOCK_ROWS
-        rows, so memory stays bounded at any store size. `queries` must be normalised float32."""
-        best_scores = np.full((len(queries), 0), -np.inf, np.float32)
-        best_ids = np.zeros((len(queries), 0), np.int64)
-        scanner = self._scanner(columns=["id", "vector"], filter=where, batch_size=BLOCK_ROWS)
+        """(ids [Q, k'], scores [Q, k']) of exact search, best first: the vectors are read in blocks of
+        BLOCK_ROWS rows and scored by `torchclip.store.exact`, so memory stays bounded at any store size.
+        `queries` must be normalised float32."""
+        best = TopK(len(queries), k)
+        scanner = self._scanner(
+            columns=["id", "vector"], filter=where, batch_size=BLOCK_ROWS, batch_readahead=2, fragment_readahead=1
+        )
         for batch in self._guarded(scanner.to_batches(), where):
-            if batch.num_rows == 0:
-                continue
-            scores = queries @ _vectors(batch.column("vector"), self.dim).T
-            ids = batch.column("id").to_numpy()
-            all_scores = np.concatenate([best_scores, scores], axis=1)
-            all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
-            if all_scores.shape[1] > k:
-                keep = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
-                all_scores = np.take_along_axis(all_scores, keep, axis=1)
-                all_ids = np.take_along_axis(all_ids, keep, axis=1)
-            best_scores, best_ids = all_scores, all_ids
-        order = np.argsort(-best_scores, axis=1, kind="stable")
-        return np.take_along_axis(best_ids, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
+            if batch.num_rows:
+                positions, scores = block_candidates(_stored_vectors(batch.column("vector"), self.dim), queries, k)
+                best.add(batch.column("id").to_numpy()[positions], scores)
+        return best.result()
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
         rows = {row["id"]: row for row in self.rows(np.unique(ids).tolist())}
@@ -707,9 +712,14 @@ class EmbeddingStore:
         return self.index_info()
 
 
+def _stored_vectors(column: pa.Array, dim: int) -> np.ndarray:
+    """A fixed-size-list column as a [N, D] array of its own dtype (float32 or float16, no copy)."""
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
 def _vectors(column: pa.Array, dim: int) -> np.ndarray:
     """A fixed-size-list column as a [N, D] float32 array."""
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    return _stored_vectors(column, dim).astype(np.float32, copy=False)
 
 
 def _hit(row: dict[str, Any], score: float) -> Hit:

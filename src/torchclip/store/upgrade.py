@@ -19,7 +19,17 @@ import numpy as np
 import pyarrow as pa
 
 from torchclip.store.sources import image_metadata
-from torchclip.store.table import CONFIG, FORMAT_VERSION, PARTS, TABLE, _Folder, row_schema, rows_table, writer_lock
+from torchclip.store.table import (
+    CONFIG,
+    FILE_FORMAT,
+    FORMAT_VERSION,
+    PARTS,
+    TABLE,
+    _Folder,
+    row_schema,
+    rows_table,
+    writer_lock,
+)
 
 __all__ = ["upgrade_npz_store"]
 
@@ -60,7 +70,8 @@ def upgrade_npz_store(folder: str | Path) -> bool:
                 yield from table.select(schema.names).to_batches()
 
         shutil.rmtree(folder / TABLE, ignore_errors=True)  # an upgrade that was killed before its commit
-        lance.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), str(folder / TABLE), schema=schema)
+        batches_reader = pa.RecordBatchReader.from_batches(schema, batches())
+        lance.write_dataset(batches_reader, str(folder / TABLE), schema=schema, data_storage_version=FILE_FORMAT)
         rows = lance.dataset(str(folder / TABLE)).count_rows()
         config = {
             "format": FORMAT_VERSION,

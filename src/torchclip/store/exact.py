@@ -1,0 +1,83 @@
+"""Exact search: every stored vector scored against the queries, one block of rows at a time.
+
+The store streams its vectors from Lance in blocks (`EmbeddingStore.exact_top_k`); this module scores one
+block and keeps the best k across blocks, so memory stays bounded at any store size.
+
+float32 blocks are scored with one float32 matrix product. float16 blocks would cost a float32 copy
+first (converting 1M 512-d rows takes longer than scoring them), so they are *screened* with a float16
+matrix product instead (the CPU's AVX512-FP16/AMX kernels, float32 accumulation) and only the rows that
+can still be among the best k are rescored in float32. The screening score of a unit vector differs from
+its float32 score by at most SCREEN_ERROR (the query rounded to float16: <= 2^-11; the product rounded to
+float16: <= 2^-11), so every row whose screening score is within 2 * SCREEN_ERROR of the k-th best
+screening score is rescored: the result equals a float32 search of the stored float16 vectors.
+`benchmarks/bench_store.py` (step "measure") times both.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["SCREEN_ERROR", "TopK", "block_candidates"]
+
+SCREEN_ERROR = 2.0**-10 + 1e-5  # query rounding + product rounding + float32 accumulation slack
+SCREEN_EXTRA = 64  # rows kept beyond k per query and block before the error bound asks for more
+
+
+def block_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions [Q, m], float32 scores [Q, m]) of the rows of `vectors` ([B, D], float32 or float16) that
+    may be among each query's best k; `queries` is [Q, D] float32. m <= B; every row that belongs to a
+    query's best k within this block is among its candidates, with its float32 score."""
+    if vectors.dtype == np.float16:
+        return _screened_candidates(vectors, queries, k)
+    scores = queries @ vectors.T
+    if scores.shape[1] <= k:
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
+    positions = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return positions, np.take_along_axis(scores, positions, axis=1)
+
+
+def _screened_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():  # Arrow's buffers are read-only; nothing here writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        block = torch.from_numpy(vectors)
+    query = torch.from_numpy(queries)
+    screen = block @ query.half().T  # [B, Q] float16
+    rows = screen.shape[0]
+    kept = min(rows, k + SCREEN_EXTRA)
+    top = torch.topk(screen, kept, dim=0)
+    floor = top.values[min(k, rows) - 1].float() - 2 * SCREEN_ERROR
+    if kept < rows and bool((top.values[-1].float() >= floor).any()):
+        # more rows than kept lie within the error bound of some query's k-th best: keep them all
+        needed = int((screen.float() >= floor).sum(dim=0).max())
+        top = torch.topk(screen, needed, dim=0)
+    positions = top.indices.T.contiguous()  # [Q, m]
+    candidates = block[positions.reshape(-1)].float().reshape(*positions.shape, -1)  # [Q, m, D]
+    scores = torch.einsum("qmd,qd->qm", candidates, query)
+    return positions.numpy(), scores.numpy()
+
+
+class TopK:
+    """The best k (id, score) pairs per query seen so far, over blocks of candidates."""
+
+    def __init__(self, queries: int, k: int):
+        self.k = k
+        self.scores = np.full((queries, 0), -np.inf, np.float32)
+        self.ids = np.zeros((queries, 0), np.int64)
+
+    def add(self, ids: np.ndarray, scores: np.ndarray) -> None:
+        """Merge candidates: `ids` and `scores` are [Q, m]."""
+        all_scores = np.concatenate([self.scores, scores], axis=1)
+        all_ids = np.concatenate([self.ids, ids], axis=1)
+        if all_scores.shape[1] > self.k:
+            keep = np.argpartition(-all_scores, self.k - 1, axis=1)[:, : self.k]
+            all_scores = np.take_along_axis(all_scores, keep, axis=1)
+            all_ids = np.take_along_axis(all_ids, keep, axis=1)
+        self.scores, self.ids = all_scores, all_ids
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [Q, k'], scores [Q, k']), best first (k' = min(k, rows seen))."""
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        return np.take_along_axis(self.ids, order, axis=1), np.take_along_axis(self.scores, order, axis=1)
