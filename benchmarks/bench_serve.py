@@ -46,16 +46,21 @@ BUNDLED = Path(__file__).resolve().parent.parent / "src" / "torchclip" / "data" 
 WORDS = ["red", "blue", "green", "yellow", "circle", "square", "star", "a photo of", "small", "large", "bright"]
 
 
-def make_store(folder: Path, rows: int, seed: int = 0) -> tuple[Path, list[str]]:
-    """A store of `rows` random unit vectors made by the bundled model's identity; returns (store, some keys)."""
+def make_store(folder: Path, rows: int, vector_dtype: str = "float32", seed: int = 0) -> tuple[Path, list[str]]:
+    """A store of `rows` random unit vectors made by the bundled model's identity (kept and reused when
+    `folder` already holds one of that size); returns (store, some keys)."""
+    rng = np.random.default_rng(seed)
+    if (folder / "store.json").is_file() and len(EmbeddingStore(folder)) == rows:
+        return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]
     model, _ = load(BUNDLED)
     dim = model.config.projection_dim
     identity = {"name": str(BUNDLED), "fingerprint": model_fingerprint(model), "dim": dim}
-    store = EmbeddingStore.create(folder, kind="image", model=identity, source=None)
-    rng = np.random.default_rng(seed)
+    store = EmbeddingStore.create(
+        folder, kind="image", model=identity, source=None, vector_dtype=vector_dtype, replace=True
+    )
     for start in range(0, rows, 100_000):
         count = min(100_000, rows - start)
-        vectors = rng.standard_normal((count, dim), dtype=np.float32)
+        vectors = np.random.default_rng([seed, start]).standard_normal((count, dim), dtype=np.float32)
         keys = [f"/bench/photos/{n:08d}.jpg" for n in range(start, start + count)]
         store.add(keys, vectors, metadata=[{"width": 640 + n % 3000, "height": 480} for n in range(count)])
     return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]
@@ -166,16 +171,23 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400, help="queries per measurement (split among clients)")
     parser.add_argument("--cli-repeats", type=int, default=3)
     parser.add_argument("--kinds", default="text,image,key")
+    parser.add_argument("--vector-dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument(
+        "--store", type=Path, default=None, help="keep the store here and reuse it on the next run (else a temp folder)"
+    )
+    parser.add_argument("--build-only", action="store_true", help="make the store (and --index) and stop")
     args = parser.parse_args()
     photo = query_photo()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        store, keys = make_store(Path(tmp) / "bench.emb", args.rows)
-        made = f"{args.rows:,} rows made in {time.perf_counter() - start:.1f} s"
-        if args.index:
+        store, keys = make_store(args.store or Path(tmp) / "bench.emb", args.rows, args.vector_dtype)
+        made = f"{args.rows:,} {args.vector_dtype} rows ready in {time.perf_counter() - start:.1f} s"
+        if args.index and EmbeddingStore(store).index_info()["type"] in (None, "flat"):
             info = EmbeddingStore(store).build_index()
             made += f"; index {info['type']} recall@10 {info.get('recall@10')}"
         print(made, flush=True)
+        if args.build_only:
+            return
         bodies = {
             "text": lambda n: {"text": f"{WORDS[n % len(WORDS)]} {WORDS[(n * 7) % len(WORDS)]} {n}", "k": 20},
             "image": lambda n: {"image": photo, "k": 20},
