@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import torchclip
-from torchclip.modeling.text import choose_rows, pack_sequences
+from torchclip.modeling.packing import choose_rows, pack_sequences
 
 CONFIG = torchclip.CLIPConfig(
     text_config=dict(

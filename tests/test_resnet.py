@@ -104,7 +104,7 @@ def test_outputs_shapes_and_attention_weights(saved):
     tower = model.vision_model
     with torch.no_grad():
         out = tower(inputs()["pixel_values"], output_attentions=True, output_hidden_states=True)
-        fast = tower.pooled_output(inputs()["pixel_values"])
+        fast = tower.pooled_embedding(inputs()["pixel_values"])
     assert out.last_hidden_state.shape == (2, 2 * 2, 8 * 32)  # 64 px / 32 = a 2x2 map of width*32 channels
     assert [tuple(h.shape) for h in out.hidden_states] == [
         (2, 16 * 16, 8),  # stem: 1/4 of the size

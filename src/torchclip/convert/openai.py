@@ -23,7 +23,7 @@ from torchclip.checkpoint import CheckpointError
 from torchclip.config import CLIPConfig, CLIPResNetVisionConfig, CLIPTextConfig, CLIPVisionConfig
 from torchclip.convert.openclip import vision_head_width
 from torchclip.modeling.clip import CLIPModel
-from torchclip.modeling.layers import fuse_qkv_keys
+from torchclip.modeling.qkv import fuse_qkv_keys, split_qkv_keys
 
 # Keys OpenAI's TorchScript archives and older OpenCLIP files carry that are not weights: the model's size
 # settings (OpenAI's archives only) and the text tower's causal mask buffer.
@@ -258,6 +258,10 @@ def _rename(key: str, rules: list[tuple[str, str, str]], reverse: bool) -> str |
 def to_hf(state: dict[str, torch.Tensor], config: CLIPConfig, source: str) -> dict[str, torch.Tensor]:
     """OpenAI-layout weights -> HF-layout weights (q/k/v split, projections transposed).
 
+    The q/k/v parts are views of OpenAI's fused tensor, and `from_state_dict` fuses them again as it does for
+    any HF checkpoint: names and shapes are checked, and reported in errors, in the one layout transformers
+    uses, and the round trip costs one concatenation per layer, as loading an HF checkpoint does.
+
     Every key must be accounted for: keys of features this architecture does not have (layer scale, extra
     norms, attention pooling heads of other models) are an error, never silently dropped.
     """
@@ -271,8 +275,8 @@ def to_hf(state: dict[str, torch.Tensor], config: CLIPConfig, source: str) -> di
             continue
         name = _rename(key, rules, reverse=False)
         if name is not None and name.endswith(("self_attn.in_proj.weight", "self_attn.in_proj.bias")):
-            prefix, kind = name.rsplit(".in_proj.", 1)
-            parts = {f"{prefix}.{part}_proj.{kind}": chunk for part, chunk in zip("qkv", tensor.chunk(3))}
+            parts = {name: tensor}
+            split_qkv_keys(parts, name.rsplit("in_proj.", 1)[0])
         elif name is not None:
             parts = {name: tensor.t() if name in TRANSPOSED else tensor}
         if name is None or not expected.issuperset(parts):

@@ -1,4 +1,9 @@
-"""CLIP model classes (see clip.py for the whole model, text.py and vision.py for the towers)."""
+"""CLIP model classes.
+
+Read clip.py for the whole model; text.py, vision.py and resnet.py for the towers; layers.py for the
+transformer both transformer towers share; base.py for loading and saving. The CPU speed paths are apart:
+fast.py (kernels and switches) and packing.py (the embedding paths that compute only the pooled state).
+"""
 
 from torchclip.modeling.clip import (
     CLIPForImageClassification,

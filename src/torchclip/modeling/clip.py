@@ -1,5 +1,5 @@
 """CLIP itself: both towers, their projections into the joint space, and the learned temperature;
-plus the single-tower heads of the reference API."""
+plus the single-tower heads of the transformers API."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPConfig, CLIPResNetVisionConfig, CLIPTextConfig, CLIPVisionConfig
+from torchclip.modeling.base import PreTrainedModel
 from torchclip.modeling.outputs import (
     BaseModelOutputWithPooling,
     CLIPOutput,
@@ -16,6 +16,7 @@ from torchclip.modeling.outputs import (
     CLIPVisionModelOutput,
     ImageClassifierOutput,
 )
+from torchclip.modeling.resnet import CLIPResNetVisionModel
 from torchclip.modeling.text import CLIPTextModel
 from torchclip.modeling.vision import CLIPVisionModel
 
@@ -34,8 +35,6 @@ def normalize(embeds: torch.Tensor) -> torch.Tensor:
 
 def build_vision_tower(config: CLIPVisionConfig | CLIPResNetVisionConfig) -> nn.Module:
     if isinstance(config, CLIPResNetVisionConfig):
-        from torchclip.modeling.resnet import CLIPResNetVisionModel
-
         return CLIPResNetVisionModel(config)
     return CLIPVisionModel(config)
 
@@ -76,16 +75,21 @@ class CLIPModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Projected (not normalised) text embeddings [batch, projection_dim]."""
+        """Projected (not normalised) text embeddings [batch, projection_dim].
+
+        Through the text tower's `pooled_embedding` (its fast path, modeling/packing.py), unless the caller
+        gives its own `position_ids`, which packing would replace: then `forward()`.
+        """
         if position_ids is None:
-            pooled = self.text_model.pooled_output(input_ids, attention_mask)
+            pooled = self.text_model.pooled_embedding(input_ids, attention_mask)
         else:
             pooled = self.text_model(input_ids, attention_mask, position_ids, return_dict=True).pooler_output
         return self.text_projection(pooled)
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """Projected (not normalised) image embeddings [batch, projection_dim]."""
-        return self.visual_projection(self.vision_model.pooled_output(pixel_values, interpolate_pos_encoding))
+        """Projected (not normalised) image embeddings [batch, projection_dim], through the image tower's
+        `pooled_embedding` (for a ViT its fast path, modeling/packing.py)."""
+        return self.visual_projection(self.vision_model.pooled_embedding(pixel_values, interpolate_pos_encoding))
 
     # OpenAI's `clip` API: the same embeddings under OpenAI's names, and `model(image, text)` (see forward).
 
@@ -116,7 +120,7 @@ class CLIPModel(PreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
     ) -> CLIPOutput | tuple:
-        """The reference's forward. Called as OpenAI's `model(image, text)` (a float image batch first, token
+        """transformers' forward. Called as OpenAI's `model(image, text)` (a float image batch first, token
         ids second, positionally) it returns OpenAI's `(logits_per_image, logits_per_text)` instead."""
         if (
             isinstance(input_ids, torch.Tensor)
@@ -233,7 +237,7 @@ class CLIPVisionModelWithProjection(PreTrainedModel):
 
 class CLIPForImageClassification(PreTrainedModel):
     """The image tower with a linear classifier on the mean of the patch tokens (not the class token),
-    as the reference defines it."""
+    as transformers defines it."""
 
     config_class = CLIPConfig
     main_input_name = "pixel_values"
@@ -278,7 +282,7 @@ class CLIPForImageClassification(PreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The reference's rule: regression for one label, single-label for integer labels, else multi-label."""
+        """transformers' rule: regression for one label, single-label for integer labels, else multi-label."""
         problem = self.config.problem_type
         if problem is None:
             if self.num_labels == 1:

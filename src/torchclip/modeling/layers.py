@@ -1,21 +1,24 @@
 """The transformer both towers share: pre-LayerNorm residual blocks of attention and an MLP.
 
 Attention keeps one fused `in_proj` (query, key and value in one matrix multiply, as OpenAI's original
-does) while the state dict shows the reference's separate `q_proj` / `k_proj` / `v_proj` keys, so HF
-checkpoints load and save unchanged.
+does) while the state dict shows transformers' separate `q_proj` / `k_proj` / `v_proj` keys (`qkv.py`), so
+HF checkpoints load and save unchanged. The projections are `fast.Linear` and attention asks
+`fast.use_sdpa` which kernel to take: the CPU speed switches live in `fast.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from torchclip.modeling.fast import Linear, use_sdpa
+from torchclip.modeling.qkv import separate_qkv_in_state_dict
 
 
 def quick_gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -51,51 +54,51 @@ def get_activation(name: str) -> Callable[..., torch.Tensor]:
     return ACTIVATIONS[name]
 
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_FUSED_FP32 = ContextVar("torchclip_fused_fp32", default=False)
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `allowed`, the dtype's most negative number elsewhere: the form attention adds to its scores.
 
-
-@contextmanager
-def fused_fp32_linears() -> Iterator[None]:
-    """Within it, fp32 inference projections also take oneDNN's fused-bias kernel.
-
-    ~10-15% faster than `addmm` on this CPU, but it sums in another order, with about twice MKL's
-    rounding error (still ~1e-6 relative). The embedding paths (`pooled_output`, hence `get_*_features`
-    and everything built on them) use it: their results stay within 1e-5 of the reference's. `forward()`
-    keeps `addmm`, so that every hidden state of a deep tower stays within 1e-5 of the reference too.
+    Masks are passed to the layers in this form because `scaled_dot_product_attention` converts a
+    boolean mask to it on every call, i.e. in every layer (in bf16 a sizeable part of the attention's time
+    for packed text: docs/performance.md, "Attention"). transformers' finite minimum rather than -inf: a query that
+    may see nothing (a left-padded position) then gets uniform weights instead of NaN, which would
+    spread to every token through the next layer's values.
     """
-    token = _FUSED_FP32.set(True)
-    try:
-        yield
-    finally:
-        _FUSED_FP32.reset(token)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear`, or for CPU inference oneDNN's matrix multiply with the bias fused in.
+def causal_padding_mask(attention_mask: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [batch, 1, length, length] mask: a query sees earlier positions that are not padding."""
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return additive_mask(causal & attention_mask.bool()[:, None, None, :], dtype)
 
-    `F.linear` lowers to `addmm`, which first copies the broadcast bias into the output and then
-    accumulates into it: on a ViT-B/32 forward in bf16 that copy costs ~20% of each projection. bf16
-    inference always takes the fused kernel; fp32 inference only inside `fused_fp32_linears()`. Training
-    (autograd) and other devices take the ordinary path.
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    dropout: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over [batch, heads, length, head_dim]: (output, weights if asked).
+
+    The fast path is PyTorch's `scaled_dot_product_attention`. The plain path below it computes the same with
+    two batched matrix multiplies and an fp32 softmax: taken when the attention weights themselves are asked
+    for, and where `fast.use_sdpa` says it is the faster (short bf16 sequences on the CPU).
     """
-    if (
-        _ONEDNN
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype
-        and (x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and _FUSED_FP32.get()))
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not torch.compiler.is_compiling()  # inductor fuses the bias itself
-    ):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-class Linear(nn.Linear):
-    """`nn.Linear` through `linear()`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+    if not need_weights and use_sdpa(k):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+        return out, None
+    scores = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
+    if is_causal:
+        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        attn_mask = additive_mask(causal, q.dtype)
+    if attn_mask is not None:
+        scores = scores.add_(attn_mask)
+    probabilities = scores.softmax(dim=-1).to(q.dtype)
+    out = (F.dropout(probabilities, dropout) if dropout else probabilities) @ v
+    return out, probabilities if need_weights else None
 
 
 class Attention(nn.Module):
@@ -108,8 +111,7 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.in_proj = Linear(hidden_size, 3 * hidden_size)
         self.out_proj = Linear(hidden_size, hidden_size)
-        self.register_state_dict_post_hook(_split_qkv)
-        self.register_load_state_dict_pre_hook(_fuse_qkv)
+        separate_qkv_in_state_dict(self)
 
     def forward(
         self,
@@ -127,65 +129,6 @@ class Attention(nn.Module):
         return self.out_proj(out), weights
 
 
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    dropout: float = 0.0,
-    need_weights: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scaled dot-product attention over [batch, heads, length, head_dim]: (output, weights if asked).
-
-    `scaled_dot_product_attention`, or two batched matrix multiplies with an fp32 softmax where those are
-    faster (`_matmul_attention_is_faster`) or the attention weights themselves are asked for.
-    """
-    if not (need_weights or _matmul_attention_is_faster(k)):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
-        return out, None
-    scores = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
-    if is_causal:
-        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        attn_mask = additive_mask(causal, q.dtype)
-    if attn_mask is not None:
-        scores = scores.add_(attn_mask)
-    probabilities = scores.softmax(dim=-1).to(q.dtype)
-    out = (F.dropout(probabilities, dropout) if dropout else probabilities) @ v
-    return out, probabilities if need_weights else None
-
-
-def _matmul_attention_is_faster(k: torch.Tensor) -> bool:
-    """PyTorch's CPU flash-attention kernel is slow on short bf16 sequences: two batched matrix multiplies
-    with an fp32 softmax ran 1.4-2.5x faster here from 37 to 160 tokens (slower from ~180).
-
-    The scores are rounded to bf16 before the softmax (the flash kernel keeps them in fp32); the bf16 vs
-    fp32 embedding cosine measured the same either way (benchmarks/bf16_agreement.py).
-    """
-    return k.device.type == "cpu" and k.dtype == torch.bfloat16 and k.shape[-2] <= 160
-
-
-def _split_qkv(module: Attention, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    """state_dict(): show the fused projection as the reference's q_proj / k_proj / v_proj."""
-    for kind in ("weight", "bias"):
-        fused = state_dict.pop(f"{prefix}in_proj.{kind}")
-        for name, part in zip(("q", "k", "v"), fused.chunk(3)):
-            state_dict[f"{prefix}{name}_proj.{kind}"] = part
-
-
-def _fuse_qkv(module: Attention, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """load_state_dict(): accept the reference's separate projections."""
-    fuse_qkv_keys(state_dict, prefix)
-
-
-def fuse_qkv_keys(state_dict: dict[str, Any], prefix: str) -> None:
-    """Replace `{prefix}q_proj/k_proj/v_proj.*` by the fused `{prefix}in_proj.*`, in place."""
-    for kind in ("weight", "bias"):
-        names = [f"{prefix}{name}_proj.{kind}" for name in ("q", "k", "v")]
-        if all(name in state_dict for name in names):
-            state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(name) for name in names])
-
-
 class MLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
         super().__init__()
@@ -195,8 +138,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Without autograd the activation overwrites fc1's output instead of allocating two more buffers
-        # of [tokens, intermediate_size]: every fresh large buffer is page-faulted in anew, which cost
-        # ~10% of a ViT-B/32 forward here.
+        # of [tokens, intermediate_size]: every fresh large buffer is page-faulted in anew (docs/performance.md,
+        # "Fresh buffers are expensive"; `torchclip bench` measures it).
         h = self.fc1(x)
         return self.fc2(self.activation_fn(h, inplace=not h.requires_grad))
 
@@ -218,24 +161,6 @@ class EncoderLayer(nn.Module):
         x = attended.add_(x)
         x = self.mlp(self.layer_norm2(x)).add_(x)
         return x, weights
-
-    def output_at(
-        self, x: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, attn_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The layer's output [n, width] at positions (rows[i], columns[i]) only, e.g. the pooled token
-        in a tower's last layer: keys and values are needed at every position, but queries, the output
-        projection and the MLP only where the output is read."""
-        attn = self.self_attn
-        width = x.shape[-1]
-        h = self.layer_norm1(x)
-        kv = linear(h, attn.in_proj.weight[width:], attn.in_proj.bias[width:])  # [batch, length, 2 * width]
-        q = linear(h[rows, columns], attn.in_proj.weight[:width], attn.in_proj.bias[:width])  # [n, width]
-        k, v = kv[rows].view(len(rows), -1, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q = q.view(len(rows), attn.num_heads, 1, attn.head_dim)
-        mask = None if attn_mask is None else attn_mask[rows, :, columns, None, :]
-        out, _ = attend(q, k, v, mask)
-        y = attn.out_proj(out.reshape(len(rows), width)).add_(x[rows, columns])
-        return self.mlp(self.layer_norm2(y)).add_(y)
 
 
 class Encoder(nn.Module):
@@ -274,26 +199,8 @@ class Encoder(nn.Module):
         )
 
 
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `allowed`, the dtype's most negative number elsewhere: the form attention adds to its scores.
-
-    Masks are passed to the layers in this form because `scaled_dot_product_attention` converts a
-    boolean mask to it on every call, i.e. in every layer (in bf16 that conversion took a third of
-    the attention's time for packed text). The reference's finite minimum rather than -inf: a query that
-    may see nothing (a left-padded position) then gets uniform weights instead of NaN, which would
-    spread to every token through the next layer's values.
-    """
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-
-
-def causal_padding_mask(attention_mask: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive [batch, 1, length, length] mask: a query sees earlier positions that are not padding."""
-    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
-    return additive_mask(causal & attention_mask.bool()[:, None, None, :], dtype)
-
-
 def init_encoder(encoder: Encoder, hidden_size: int, factor: float = 1.0) -> None:
-    """OpenAI's initialisation of the residual blocks (also the reference's)."""
+    """OpenAI's initialisation of the residual blocks (also transformers')."""
     layers = len(encoder.layers)
     proj_std = hidden_size**-0.5 * (2 * layers) ** -0.5 * factor
     for layer in encoder.layers:
@@ -311,3 +218,15 @@ def init_encoder(encoder: Encoder, hidden_size: int, factor: float = 1.0) -> Non
 def init_layer_norm(norm: nn.LayerNorm) -> None:
     nn.init.ones_(norm.weight)
     nn.init.zeros_(norm.bias)
+
+
+def resize_position_embeddings(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Position embeddings [1 + grid * grid, width] for a `height` x `width` grid instead: the first row (the
+    class token's, or the ResNet pool's mean token's) kept, the square grid resized bicubically, as
+    transformers (ViT) and OpenAI (ResNet) do it. The weight itself when the grid already fits."""
+    grid = math.isqrt(weight.shape[0] - 1)
+    if height == grid and width == grid:
+        return weight
+    patches = weight[1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=(height, width), mode="bicubic", align_corners=False)
+    return torch.cat([weight[:1], patches.permute(0, 2, 3, 1).reshape(height * width, -1)])

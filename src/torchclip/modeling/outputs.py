@@ -1,5 +1,5 @@
 """Model outputs, usable by attribute (`out.logits_per_image`), by key (`out["text_embeds"]`) and as a
-tuple (`out[0]`, `out.to_tuple()`), like the reference's. Fields left as None are skipped by keys and
+tuple (`out[0]`, `out.to_tuple()`), like transformers'. Fields left as None are skipped by keys and
 tuples, as there."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ pooling: one query (the mean of the final feature map) attends over the map plus
 and the head's output projection maps straight into the joint embedding space (so `CLIPModel` uses no
 separate `visual_projection` for this tower).
 
-The reference HF library has no such tower. torchclip names its weights (under `vision_model.` inside a
+transformers has no such tower. torchclip names its weights (under `vision_model.` inside a
 `CLIPModel` checkpoint) as follows, with OpenAI's original names for comparison:
 
     stem.conv1 / bn1 / conv2 / bn2 / conv3 / bn3        visual.conv1 / bn1 / conv2 / bn2 / conv3 / bn3
@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPResNetVisionConfig
-from torchclip.modeling.layers import _fuse_qkv, _split_qkv
+from torchclip.modeling.base import PreTrainedModel
+from torchclip.modeling.layers import resize_position_embeddings
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
+from torchclip.modeling.qkv import separate_qkv_in_state_dict
 
 EXPANSION = 4  # a bottleneck block's output has 4x the channels of its inner convolutions
 
@@ -107,29 +108,18 @@ class AttentionPool2d(nn.Module):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"attention pool: {embed_dim} channels do not split into {num_heads} heads")
-        self.grid_size = grid_size
         self.num_heads = num_heads
         self.position_embedding = nn.Embedding(grid_size**2 + 1, embed_dim)
         self.in_proj = nn.Linear(embed_dim, 3 * embed_dim)
         self.out_proj = nn.Linear(embed_dim, output_dim)
-        self.register_state_dict_post_hook(_split_qkv)
-        self.register_load_state_dict_pre_hook(_fuse_qkv)
-
-    def positions(self, height: int, width: int) -> torch.Tensor:
-        """The position embeddings, resized (bicubic) when the feature map is not the trained grid."""
-        weight = self.position_embedding.weight
-        if height == width == self.grid_size:
-            return weight
-        grid = weight[1:].reshape(1, self.grid_size, self.grid_size, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
-        return torch.cat([weight[:1], grid.permute(0, 2, 3, 1).reshape(height * width, -1)])
+        separate_qkv_in_state_dict(self)
 
     def forward(
         self, tokens: torch.Tensor, height: int, width: int, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, channels = tokens.shape
         x = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
-        x = x + self.positions(height, width).to(x.dtype)
+        x = x + resize_position_embeddings(self.position_embedding.weight, height, width).to(x.dtype)
         heads, head_dim = self.num_heads, channels // self.num_heads
         weight, bias = self.in_proj.weight, self.in_proj.bias
         q = F.linear(x[:, :1], weight[:channels], bias[:channels]).view(batch, 1, heads, head_dim).transpose(1, 2)
@@ -224,7 +214,8 @@ class CLIPResNetVisionModel(PreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
-    def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def pooled_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """`pooler_output` alone: what `get_image_features` returns (this tower has no fast path)."""
         return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
 
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPTextConfig
-from torchclip.modeling.layers import (
-    Encoder,
-    additive_mask,
-    causal_padding_mask,
-    fused_fp32_linears,
-    init_encoder,
-    init_layer_norm,
-)
+from torchclip.modeling.base import PreTrainedModel
+from torchclip.modeling.fast import fused_fp32_linears
+from torchclip.modeling.layers import Encoder, causal_padding_mask, init_encoder, init_layer_norm
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
+from torchclip.modeling.packing import can_pack, pooled_text
 
 
 class CLIPTextEmbeddings(nn.Module):
@@ -61,7 +56,7 @@ class CLIPTextModel(PreTrainedModel):
         init_layer_norm(self.final_layer_norm)
 
     def pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Index of the end-of-text token in each row, exactly as the reference chooses it.
+        """Index of the end-of-text token in each row, exactly as transformers chooses it.
 
         Old configs say `eos_token_id: 2` (a placeholder) and pool at the largest id, which is the end
         token in OpenAI's vocabulary; newer ones pool at the first `eos_token_id`.
@@ -100,109 +95,16 @@ class CLIPTextModel(PreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     @fused_fp32_linears()
-    def pooled_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`pooler_output` alone, computing only what it depends on.
+    def pooled_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`pooler_output` alone: what `get_text_features` projects.
 
-        The causal mask means positions after a sequence's end token cannot change its pooled state, so
-        they are never computed, even when the caller padded to 77: sequences are packed end to end into
-        as few rows as fit, each attending only to its own earlier tokens (block-diagonal causal mask),
-        with its own positions. And in the last layer only the end tokens' outputs are ever read, so only
-        they go through the query, output projection and MLP. Finally, a first token shared by every
-        sequence (the start token) attends only to itself, so its state is the same in all of them: each
-        row computes it once, in its first column, for all the sequences it holds. Equal to the padded
-        computation (to float rounding).
+        The fast path, `packing.pooled_text`, computes only what the end tokens' states depend on (padding
+        never), equal to `forward()` to float rounding. Padding before an end token takes `forward()`.
         """
         input_ids = input_ids.view(-1, input_ids.shape[-1])
         ends = self.pooled_positions(input_ids)
         if attention_mask is not None:
             attention_mask = attention_mask.view(-1, attention_mask.shape[-1])
-            before_end = torch.arange(input_ids.shape[-1], device=ends.device) <= ends[:, None]
-            if not bool(attention_mask.bool()[before_end].all()):  # padding inside a sequence: no packing
-                return self.forward(input_ids, attention_mask, return_dict=True).pooler_output
-        shared = int(bool((input_ids[:, 0] == input_ids[0, 0]).all() and (ends > 0).all()))
-        lengths = (ends + 1 - shared).tolist()
-        rows = choose_rows(lengths, shared, self.embeddings.position_embedding.num_embeddings)
-        tokens, positions, segments, pooled_at = _packed_inputs(input_ids, ends, rows, shared)
-        same_sequence = segments[:, None, :, None] == segments[:, None, None, :]
-        seen_by_all = (segments == SHARED)[:, None, None, :]
-        x = self.embeddings(tokens, positions)
-        mask = additive_mask((same_sequence | seen_by_all) & torch.ones_like(same_sequence[0, 0]).tril(), x.dtype)
-        x, _, _ = self.encoder(x, mask, num_layers=len(self.encoder.layers) - 1)
-        last = self.encoder.layers[-1]
-        return self.final_layer_norm(last.output_at(x, pooled_at[:, 0], pooled_at[:, 1], mask))
-
-
-def choose_rows(lengths: list[int], shared: int, max_width: int) -> list[list[int]]:
-    """Pack sequences into rows, at the row width that leaves the least to compute.
-
-    The projections and MLPs cost every column of every row, empty ones included, while attention costs
-    each token in proportion to its row's width, and narrow rows are left partly empty more often. So
-    first-fit decreasing is tried at each width from the longest sequence (at least 32) to about twice it,
-    and the cheapest packing kept, by rows x width x (1 + width / 200): that weight on attention measured
-    best here in fp32 and bf16 (caption mix: +3-6% over a fixed width of twice the longest).
-    """
-    longest = max(lengths) + shared
-    narrowest = min(max_width, max(32, longest))
-    best_rows, best_cost = [], float("inf")
-    for width in range(narrowest, max(narrowest, min(max_width, 2 * longest + 12)) + 1):
-        rows = pack_sequences(lengths, width - shared)
-        used = shared + max(sum(lengths[i] for i in row) for row in rows)  # the packed tensor's width
-        cost = len(rows) * used * (1 + used / 200)
-        if cost < best_cost:
-            best_rows, best_cost = rows, cost
-    return best_rows
-
-
-def pack_sequences(lengths: list[int], capacity: int) -> list[list[int]]:
-    """First-fit decreasing: group sequence indices into rows whose total length fits `capacity`."""
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
-        if row is None:
-            rows.append([])
-            free.append(capacity)
-            row = len(rows) - 1
-        rows[row].append(index)
-        free[row] -= lengths[index]
-    return rows
-
-
-SHARED = -2  # segment id of a row's shared first token
-PADDING = -1  # segment id of a row's unused columns
-
-
-def _packed_inputs(
-    input_ids: torch.Tensor, ends: torch.Tensor, rows: list[list[int]], shared: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token ids, position ids and segment ids [rows, width], and where each input's end token landed.
-
-    `shared` (0 or 1): whether every row begins with the first token all sequences share, each sequence
-    then contributing its tokens from position 1.
-    """
-    device = input_ids.device
-    order = torch.tensor([index for row in rows for index in row], device=device)
-    row_of = torch.tensor([r for r, row in enumerate(rows) for _ in row], device=device)
-    lengths = ends[order] + 1 - shared  # tokens each sequence contributes
-    # each sequence starts where the previous one of its row ended
-    offset = torch.cumsum(lengths, 0) - lengths
-    row_first = torch.tensor([0] + [len(row) for row in rows[:-1]], device=device).cumsum(0)
-    start = shared + offset - offset[row_first][row_of]
-    # one entry per packed token: which sequence, which position in it, where it goes
-    sequence = order.repeat_interleave(lengths)
-    position = torch.arange(int(lengths.sum()), device=device) - offset.repeat_interleave(lengths) + shared
-    row = row_of.repeat_interleave(lengths)
-    column = start.repeat_interleave(lengths) + position - shared
-    width = int((start + lengths).max())
-    tokens = torch.zeros(len(rows), width, dtype=input_ids.dtype, device=device)
-    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-    segments = torch.full((len(rows), width), PADDING, dtype=torch.long, device=device)
-    if shared:
-        tokens[:, 0] = input_ids[0, 0]
-        segments[:, 0] = SHARED
-    tokens[row, column] = input_ids[sequence, position]
-    positions[row, column] = position
-    segments[row, column] = sequence
-    pooled_at = torch.empty(len(input_ids), 2, dtype=torch.long, device=device)
-    pooled_at[order] = torch.stack([row_of, start + lengths - 1], dim=1)
-    return tokens, positions, segments, pooled_at
+        if can_pack(input_ids, ends, attention_mask):
+            return pooled_text(self, input_ids, ends)
+        return self.forward(input_ids, attention_mask, return_dict=True).pooler_output

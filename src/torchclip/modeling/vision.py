@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from torchclip.checkpoint import PreTrainedModel
 from torchclip.config import CLIPVisionConfig
-from torchclip.modeling.layers import Encoder, fused_fp32_linears, init_encoder, init_layer_norm
+from torchclip.modeling.base import PreTrainedModel
+from torchclip.modeling.fast import fused_fp32_linears
+from torchclip.modeling.layers import Encoder, init_encoder, init_layer_norm, resize_position_embeddings
 from torchclip.modeling.outputs import BaseModelOutputWithPooling
+from torchclip.modeling.packing import last_layer_at
 
 
 class CLIPVisionEmbeddings(nn.Module):
@@ -26,17 +25,6 @@ class CLIPVisionEmbeddings(nn.Module):
         num_positions = (config.image_size // config.patch_size) ** 2 + 1
         self.position_embedding = nn.Embedding(num_positions, config.hidden_size)
 
-    def interpolated_positions(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings resized (bicubic) to another patch grid, as the reference does it."""
-        weight = self.position_embedding.weight
-        grid = int(math.sqrt(weight.shape[0] - 1))
-        new_h, new_w = height // self.patch_size, width // self.patch_size
-        if new_h == grid and new_w == grid:
-            return weight
-        patches = weight[1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        patches = F.interpolate(patches, size=(new_h, new_w), mode="bicubic", align_corners=False)
-        return torch.cat([weight[:1], patches.permute(0, 2, 3, 1).reshape(new_h * new_w, -1)])
-
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         batch, _, height, width = pixel_values.shape
         if not interpolate_pos_encoding and (height != self.image_size or width != self.image_size):
@@ -49,7 +37,8 @@ class CLIPVisionEmbeddings(nn.Module):
         cls = self.class_embedding.to(patches.dtype).expand(batch, 1, -1)
         x = torch.cat([cls, patches], dim=1)
         if interpolate_pos_encoding:
-            return x + self.interpolated_positions(height, width)
+            grid = (height // self.patch_size, width // self.patch_size)
+            return x + resize_position_embeddings(self.position_embedding.weight, *grid)
         return x + self.position_embedding.weight
 
 
@@ -100,10 +89,13 @@ class CLIPVisionModel(PreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     @fused_fp32_linears()
-    def pooled_output(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """`pooler_output` alone: the last layer runs its queries, output projection and MLP only at the
-        class token, the one position read (ViT-B/32: ~7% of the work not done)."""
+    def pooled_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """`pooler_output` alone: what `get_image_features` projects.
+
+        The fast path, `packing.last_layer_at`: the last layer runs its queries, output projection and MLP
+        only at the class token, the one position read (ViT-B/32: ~7% of the work not done).
+        """
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         x, _, _ = self.encoder(x, num_layers=len(self.encoder.layers) - 1)
         rows = torch.arange(x.shape[0], device=x.device)
-        return self.post_layernorm(self.encoder.layers[-1].output_at(x, rows, torch.zeros_like(rows)))
+        return self.post_layernorm(last_layer_at(self.encoder.layers[-1], x, rows, torch.zeros_like(rows)))
