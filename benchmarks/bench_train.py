@@ -35,7 +35,7 @@ def torchclip_step(device: str):
     from torchclip.config import CLIPConfig
     from torchclip.modeling import CLIPModel
     from torchclip.train.loss import ClipLoss
-    from torchclip.train.trainer import TowerFeatures
+    from torchclip.train.model import TowerFeatures
 
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig()).to(device).train()

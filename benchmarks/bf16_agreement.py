@@ -42,7 +42,7 @@ def cosines(model32, model16, processor) -> dict[str, float]:
 
 
 def zero_shot_agreement(model32, model16, processor, per_class: int) -> dict[str, float]:
-    from torchclip.train.synthetic import SyntheticCaptions, all_compositions, composition_name
+    from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
 
     classes = [composition_name(c, s) for c, s in all_compositions()]
     world = SyntheticCaptions(seed=1234, split="heldout", image_size=model32.config.vision_config.image_size)

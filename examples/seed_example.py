@@ -79,14 +79,14 @@ def main() -> int:
         label_probabilities(*loaded, Image.open(CAT_PHOTO), ["a photo of a cat", "a photo of a dog"]),
     )
     if folder == BUNDLED_MODEL:
-        from torchclip.train.synthetic import HELD_OUT, a, all_compositions
+        from torchclip.datasets.synthetic import HELD_OUT, all_compositions, with_article
 
         print(
             "\nThe bundled model was trained on pictures of coloured shapes, not photos: the cat photo above is"
             "\noutside what it knows. Its own domain, over all 48 colour-shape labels (top 5 shown; * = a pair"
             "\nheld out of training, so recognising it is zero-shot):"
         )
-        labels = [f"a photo of {a(colour)} {shape}" for colour, shape in all_compositions()]
+        labels = [f"a photo of {with_article(colour)} {shape}" for colour, shape in all_compositions()]
         for path in sorted((PACKAGE_DATA / "demo_images").glob("*.png")):
             colour, shape = path.stem.split("_")
             held_out = "*" if (colour, shape) in HELD_OUT else ""

@@ -49,7 +49,7 @@ def has_bundled_model() -> bool:
 def synthetic_photos(folder: Path, classes: list[str], per_class: int = 2, fmt: str = "JPEG") -> dict[Path, str]:
     """Single-object pictures of the given "colour shape" classes from the synthetic world (the bundled
     model's domain), saved under `folder`; returns {path: class}."""
-    from torchclip.train.synthetic import SyntheticCaptions, all_compositions, composition_name
+    from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
 
     world = SyntheticCaptions(seed=99, split="seen", image_size=64)
     pairs = [composition_name(c, s) for c, s in world.pairs]

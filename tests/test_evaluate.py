@@ -84,16 +84,16 @@ def test_bundled_model_names_the_bundled_demo_images():
     from PIL import Image
 
     from torchclip.cli.common import bundled_model_path
+    from torchclip.datasets.synthetic import HELD_OUT, all_compositions, composition_name, with_article
     from torchclip.image_processor import CLIPFeatureExtractor
     from torchclip.modeling import CLIPModel
-    from torchclip.train.synthetic import HELD_OUT, a, all_compositions, composition_name
 
     path = bundled_model_path()
     assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) <= 16_000_000
     model = CLIPModel.from_pretrained(path).eval()
     tokenizer = CLIPTokenizer.from_pretrained(path)
     feature_extractor = CLIPFeatureExtractor.from_pretrained(path)
-    labels = [f"a photo of {a(composition_name(c, s))}" for c, s in all_compositions()]
+    labels = [f"a photo of {with_article(composition_name(c, s))}" for c, s in all_compositions()]
     pictures = sorted((path.parent / "demo_images").glob("*.png"))
     assert sum(tuple(p.stem.split("_")) in HELD_OUT for p in pictures) == 3
     with torch.no_grad():
@@ -102,4 +102,4 @@ def test_bundled_model_names_the_bundled_demo_images():
             **feature_extractor([Image.open(p) for p in pictures], return_tensors="pt"),
         )
     predicted = [labels[i] for i in outputs.logits_per_image.argmax(dim=1)]
-    assert predicted == [f"a photo of {a(p.stem.replace('_', ' '))}" for p in pictures]
+    assert predicted == [f"a photo of {with_article(p.stem.replace('_', ' '))}" for p in pictures]

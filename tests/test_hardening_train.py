@@ -13,8 +13,10 @@ import pytest
 import torch
 from apps_fixtures import TINY
 
+from torchclip.distributed import choose_device
 from torchclip.train.checkpoint import UnsafeCheckpointError, load_run_state
-from torchclip.train.trainer import TrainConfig, choose_device, train
+from torchclip.train.config import TrainConfig
+from torchclip.train.trainer import train
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 

@@ -15,8 +15,12 @@ from apps_fixtures import TINY
 from torchclip.config import CLIPConfig
 from torchclip.modeling import CLIPModel
 from torchclip.train.checkpoint import load_run_state
+from torchclip.train.config import TrainConfig
 from torchclip.train.loss import ClipLoss
-from torchclip.train.trainer import TowerFeatures, TrainConfig, cosine_lr, no_decay, param_groups, train
+from torchclip.train.model import TowerFeatures
+from torchclip.train.optim import no_decay, param_groups
+from torchclip.train.schedule import cosine_lr
+from torchclip.train.trainer import train
 
 
 def tiny_model(seed: int = 0) -> CLIPModel:
@@ -165,7 +169,7 @@ def test_resume_with_other_worker_count_is_refused(tmp_path):
 
 def test_short_run_lowers_the_loss_on_synthetic_data(tmp_path):
     from torchclip.train.data import PairBatches, SyntheticSource
-    from torchclip.train.trainer import build_model_and_processor
+    from torchclip.train.model import build_model_and_processor
 
     config = run_config(tmp_path, "learn", steps=40, batch_size=32, lr=2e-3, warmup_steps=5, workers=1)
     model, processor = build_model_and_processor(config)

@@ -11,6 +11,7 @@ import tarfile
 import pytest
 from PIL import Image
 
+from torchclip.datasets.synthetic import COLOURS, HELD_OUT, SHAPES, SyntheticCaptions, unnamed_colour
 from torchclip.image_processor import CLIPImageProcessor
 from torchclip.processor import CLIPProcessor
 from torchclip.train.data import (
@@ -22,7 +23,6 @@ from torchclip.train.data import (
     expand_shards,
     open_source,
 )
-from torchclip.train.synthetic import COLOURS, HELD_OUT, SHAPES, SyntheticCaptions, unnamed_colour
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name, with_article
 from torchclip.display import printable
 
 log = logging.getLogger("torchclip")
@@ -207,13 +208,11 @@ def retrieval_metrics(
 
 def synthetic_templates() -> list[Template]:
     """Prompts in the synthetic world's own phrasings (with "a"/"an" right), for its colour x shape classes."""
-    from torchclip.train.synthetic import a
-
     return [
         "{}",
-        lambda name: a(name),
-        lambda name: f"a photo of {a(name)}",
-        lambda name: f"an image showing {a(name)}",
+        with_article,
+        lambda name: f"a photo of {with_article(name)}",
+        lambda name: f"an image showing {with_article(name)}",
         "one {} on a plain background",
     ]
 
@@ -232,8 +231,6 @@ def synthetic_zero_shot(
     `split="heldout"`: only compositions never seen in training (the test of compositional generalisation);
     `split="seen"`: compositions seen in training (on new images).
     """
-    from torchclip.train.synthetic import SyntheticCaptions, all_compositions, composition_name
-
     classes = [composition_name(c, s) for c, s in all_compositions()]
     world = SyntheticCaptions(seed=seed, split=split, image_size=model.config.vision_config.image_size)
     n = per_class * len(world.pairs)

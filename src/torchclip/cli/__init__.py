@@ -31,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"torchclip.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"torchclip.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"torchclip.cli.{name}")
         sub = module.register(subparsers)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         sub.set_defaults(run=module.run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -64,21 +63,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world size, device) under torchrun (which sets WORLD_SIZE/RANK/LOCAL_RANK), else (0, 1, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        device = f"cuda:{local_rank}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
 def add_own_vectors(args: argparse.Namespace) -> int:
     """`--vectors FILE.npy --keys FILE.txt`: add precomputed embeddings (a key already stored is replaced)."""
     import numpy as np
@@ -117,6 +101,7 @@ def add_own_vectors(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed
 
+    from torchclip.distributed import init_distributed
     from torchclip.evaluate import check_text_lengths
     from torchclip.store import EmbeddingStore, image_items, text_items, update_store
     from torchclip.store.update import validate_options
@@ -127,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         return add_own_vectors(args)
     if not args.source:
         raise ValueError("give the SOURCE to embed (a folder, a list of paths, or --texts captions), or --vectors")
-    rank, world, args.device = _distributed(args.device)
+    env, device = init_distributed(args.device)  # under torchrun: this process's rank and device
+    rank, world, args.device = env.rank, env.world_size, str(device)
     out = Path(args.out)
     if args.model is None and (out / "store.json").is_file() and not args.rebuild:
         args.model = EmbeddingStore(out).model["name"]

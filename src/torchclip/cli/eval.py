@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, note_if_bundled
+from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, load_model_and_processor
 from torchclip.display import printable
 
 EXAMPLES = """examples:
@@ -65,24 +65,24 @@ def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
 def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple[list, list[str], list[str]]:
     """Up to `limit` good (image, caption) pairs from any training data source, and the bad samples
     skipped (their messages); `MAX_BAD_IN_ROW` bad ones in a row end it with an error."""
-    from torchclip.train.data import MAX_BAD_IN_ROW, BadSample, open_source
+    from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
+    from torchclip.train.data import BadSample, open_source
 
     source = open_source(spec, seed, image_size)
     images, captions, skipped = [], [], []
-    bad_in_row = 0
+    in_row = BadInRow(MAX_BAD_IN_ROW)
     for item in source.items(0, 0, 1):
         try:
             image, caption = source.decode(item)
         except BadSample as exc:
             skipped.append(str(exc))
-            bad_in_row += 1
-            if bad_in_row >= MAX_BAD_IN_ROW:
+            if in_row.bad():
                 raise ValueError(
                     f"{spec}: {MAX_BAD_IN_ROW} samples in a row could not be used ({len(images)} usable before "
                     f"them); the last: {exc}"
                 ) from None
             continue
-        bad_in_row = 0
+        in_row.good()
         images.append(image)
         captions.append(caption)
         if len(images) == limit:
@@ -109,20 +109,13 @@ def _embed_paths(model, processor, paths: list[Path], batch_size: int, quiet: bo
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from torchclip import evaluate
     from torchclip.cli.classify import progress_bar
+    from torchclip.datasets.synthetic import SyntheticCaptions
     from torchclip.templates import get_templates
-    from torchclip.train.synthetic import SyntheticCaptions
-    from torchclip.train.trainer import load_checkpoint
 
     templates = get_templates(args.templates) if args.templates else None  # a bad template fails first
-    note_if_bundled(args.model)
-    model, processor = load_checkpoint(str(args.model or bundled_model_path()))
-    model = model.to(args.device, getattr(torch, args.dtype)).eval()
-    if processor is None:
-        raise ValueError(f"{args.model}: no tokenizer/preprocessor files next to the weights")
+    model, processor = load_model_and_processor(args)
     skipped: list[str] = []
     if args.task == "zeroshot":
         if args.data in ("synthetic-heldout", "synthetic-seen"):

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from typing import TYPE_CHECKING
+
+from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW
+
+if TYPE_CHECKING:
+    from torchclip.train.config import TrainConfig
 
 EXAMPLES = """examples:
   torchclip train --recipe synthetic-small --output runs/small          # the bundled model, from scratch
@@ -45,15 +51,17 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--device", default=None, help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N; default: cuda if available, else cpu")
     add("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     add("--max-bad-in-row", dest="max_bad_in_row", type=int, default=None,
-        help="stop when this many samples in a row are unusable (default: 200)")  # fmt: skip
+        help=f"stop when this many samples in a row are unusable (default: {MAX_BAD_IN_ROW})")  # fmt: skip
     add("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     add("--overwrite", action="store_true", help="start again in an --output folder that holds a run")
     add("--stop-after", dest="stop_after", type=int, default=None, help="stop (as if killed) after N steps")
 
 
-def config_from_args(args: argparse.Namespace):  # -> TrainConfig
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe's settings (if any), overridden by every option given."""
+    # imported here, as in every subcommand: `torchclip --help` and the other commands start without torch
+    from torchclip.train.config import TrainConfig
     from torchclip.train.recipes import get_recipe
-    from torchclip.train.trainer import TrainConfig
 
     settings = get_recipe(args.recipe) if args.recipe else {}
     for name in TrainConfig.__dataclass_fields__:
@@ -79,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchclip.train.trainer import train
+    from torchclip.train.trainer import train  # imported here: see config_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = config_from_args(args)

@@ -93,8 +93,8 @@ def agreement_with(
     zero-shot evaluation (`torchclip.evaluate.synthetic_zero_shot`'s images, classes and prompts): both
     top-1 accuracies, the fraction of images given the same class, and the cosine of the two models'
     image and class embeddings (mean and min)."""
+    from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
     from torchclip.evaluate import encode_images, synthetic_templates, zero_shot_classifier
-    from torchclip.train.synthetic import SyntheticCaptions, all_compositions, composition_name
 
     classes = [composition_name(c, s) for c, s in all_compositions()]
     world = SyntheticCaptions(seed=seed, split=split, image_size=reference.config.vision_config.image_size)

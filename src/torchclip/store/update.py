@@ -30,6 +30,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from torchclip.datasets.bad_samples import MAX_UNREADABLE_FILES_IN_ROW
 from torchclip.image_files import embed_image_files
 from torchclip.store.sources import Item, image_metadata
 from torchclip.store.table import (
@@ -43,8 +44,6 @@ from torchclip.store.table import (
 )
 
 __all__ = ["UpdateReport", "find_changes", "model_fingerprint", "update_store"]
-
-MAX_CONSECUTIVE_FAILURES = 1000
 
 
 @dataclass
@@ -208,7 +207,7 @@ def update_store(
     num_workers: int | None = None,
     commit_every: int = 1024,
     commit_seconds: float = 30.0,
-    max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+    max_consecutive_failures: int = MAX_UNREADABLE_FILES_IN_ROW,
     vector_dtype: str = "float32",
     rebuild: bool = False,
     progress: bool = True,

@@ -9,11 +9,15 @@ a JSON header and copies bytes; nothing in the file is executed.
 Runs written before this format have `checkpoint-last.pt`; those are read with
 `torch.load(weights_only=True)`, which refuses any pickle that names a function or class, and such a
 refusal is reported with the reason instead of being followed.
+
+The trainer writes a run state with `save_checkpoint` (rank 0, holding every rank's data positions) and
+continues from one with `resume_run`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -23,6 +27,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
+
+from torchclip.distributed import Distributed, barrier, gather
+
+log = logging.getLogger("torchclip.train")
 
 CHECKPOINT_NAME = "checkpoint-last.safetensors"
 LEGACY_CHECKPOINT_NAME = "checkpoint-last.pt"
@@ -181,3 +190,43 @@ def _load_legacy(path: Path, device: torch.device | str) -> RunState:
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise UnsafeCheckpointError(f"{path}: not a torchclip run state (expected {sorted(expected)}, found {found})")
     return RunState(state["step"], state["consumed_batches"], state["positions"], state["model"], state["optimizer"])
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    consumed: int,
+    positions: list[int],
+    env: Distributed,
+    device: torch.device,
+) -> None:
+    """Rank 0 writes the run's state with every rank's data positions (they differ per rank)."""
+    all_positions = gather(env, list(positions))
+    if env.main:
+        state = RunState(step, consumed, all_positions, model.state_dict(), optimizer.state_dict(), rng_state(device))
+        save_run_state(path, state)
+    barrier(env)
+
+
+def resume_run(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, env: Distributed, streams: int
+) -> RunState:
+    """Load the checkpoint in `folder` into `model` and `optimizer`; the rest of the state (step, data
+    positions, random generators) is for the training loop. Refused when the run had another number of
+    processes or data streams per process: its data positions would not fit."""
+    path = find_checkpoint(folder) or folder / CHECKPOINT_NAME
+    state = load_run_state(path)  # on the CPU: loading copies weights and moments to the device,
+    # and the optimiser keeps its step counters on the CPU, as in an uninterrupted run
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    saved_world, saved_streams = len(state.positions), len(state.positions[0])
+    if (saved_world, saved_streams) != (env.world_size, streams):
+        raise ValueError(
+            f"the checkpoint was written by {saved_world} process(es) with {saved_streams} data worker stream(s) "
+            f"each; resume with the same (now {env.world_size} and {streams})"
+        )
+    if env.main:
+        log.info("resumed from %s at step %d", path, state.step)
+    return state

@@ -7,7 +7,8 @@ k-th sample of each shard). A stream is an endless sequence of raw items, number
 worker, and a sample that cannot be used (unreadable image, empty caption) is skipped, logged with its name
 and reported in the batch, so training never stops on a bad file. A stream that meets `MAX_BAD_IN_ROW`
 unusable samples in a row stops instead (a table whose paths all point nowhere would otherwise retry
-forever): its last batch carries an `error` that says how many were tried and what the last one was.
+forever; see `torchclip.datasets.bad_samples`): its last batch carries an `error` that says how many were
+tried and what the last one was.
 
 Each batch carries its stream's position after it. The trainer keeps the positions of the batches it has
 consumed, so a resumed run restarts every stream where it stopped: the same samples, in the same order.
@@ -31,16 +32,18 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
+from torchclip.datasets.synthetic import SyntheticCaptions
 from torchclip.display import printable
+from torchclip.distributed import Distributed
+from torchclip.train.config import TrainConfig
 
 log = logging.getLogger("torchclip.train")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PATH_COLUMNS = ("filepath", "image", "path", "file", "image_path", "url")
 CAPTION_COLUMNS = ("caption", "text", "title", "label")
-# Unusable samples in a row after which a data stream gives up. Shuffled data with even half its samples
-# bad meets 200 in a row with probability 2**-200; 200 failed opens of missing files take well under a second.
-MAX_BAD_IN_ROW = 200
+MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask")  # of a batch, in the order the towers take them
 
 
 class BadSample(Exception):
@@ -262,11 +265,9 @@ class TarShards(Source):
 
 
 class SyntheticSource(IndexedSource):
-    """The procedural world of `torchclip.train.synthetic` (already random: no shuffling needed)."""
+    """The procedural world of `torchclip.datasets.synthetic` (already random: no shuffling needed)."""
 
     def __init__(self, seed: int = 0, image_size: int = 64, size: int = 10_000_000):
-        from torchclip.train.synthetic import SyntheticCaptions
-
         super().__init__(seed, shuffle=False)
         self.world = SyntheticCaptions(seed=seed, split="train", image_size=image_size, size=size)
 
@@ -333,7 +334,8 @@ class PairBatches(IterableDataset):
         images: list[torch.Tensor] = []
         captions: list[str] = []
         bad: list[str] = []
-        tried = good = bad_in_row = 0
+        tried = good = 0
+        in_row = BadInRow(self.max_bad_in_row)
         for position, item in self._raw(stream, self.start[stream]):
             tried += 1
             try:
@@ -344,13 +346,12 @@ class PairBatches(IterableDataset):
                 message = printable(message)  # a file name may hold a newline or bytes that are not UTF-8
                 log.warning("skipped bad sample %s", message)
                 bad.append(message)
-                bad_in_row += 1
-                if bad_in_row >= self.max_bad_in_row:
+                if in_row.bad():
                     yield {"error": self._give_up_message(stream, tried, good, message), "bad": bad}
                     return
                 continue
             good += 1
-            bad_in_row = 0
+            in_row.good()
             images.append(pixels)
             captions.append(caption)
             if len(images) == self.batch_size:
@@ -386,3 +387,24 @@ class PairBatches(IterableDataset):
             if not produced:
                 raise ValueError(f"data stream {global_stream} of {n_streams} gets no samples: too little data")
             epoch += 1
+
+
+def batch_loader(
+    processor: Any, image_size: int, config: TrainConfig, env: Distributed, positions: list[int], consumed: int
+) -> torch.utils.data.DataLoader:
+    """The run's batches: `config.workers` DataLoader processes (or the main one), each making the
+    batches of its own stream, which starts at its entry of `positions`; `consumed` batches came before."""
+    batches = PairBatches(
+        open_source(config.data, config.seed, image_size),
+        processor,
+        config.batch_size,
+        rank=env.rank,
+        world_size=env.world_size,
+        num_workers=config.workers,
+        start=positions,
+        rotation=consumed % config.streams,
+        max_bad_in_row=config.max_bad_in_row,
+    )
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, num_workers=config.workers, persistent_workers=config.workers > 0
+    )

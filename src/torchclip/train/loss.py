@@ -9,6 +9,9 @@ with batch N*B.
 `local_loss=True` (OpenCLIP's option) computes only this rank's B rows of the [N*B, N*B] logits: a B x N*B
 block instead of the whole matrix, which saves memory and time at scale; averaged over ranks it is the
 same loss, and the gradients are the same.
+
+On the whole matrix (one process, or all ranks' features) the loss is `contrastive_loss`, the one that
+`CLIPModel(return_loss=True)` returns; only the local block needs its own labels.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from torchclip.modeling.clip import contrastive_loss
+
 
 def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All ranks' features concatenated in rank order, differentiable with respect to every rank's part."""
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_gather  # here: a torch without distributed support lacks it
 
     return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
 
@@ -44,18 +49,13 @@ class ClipLoss(nn.Module):
         image_features, text_features = image_features.float(), text_features.float()
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if not distributed:
-            logits_per_image = logit_scale * image_features @ text_features.t()
-            labels = torch.arange(len(image_features), device=image_features.device)
-            return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
+            return contrastive_loss(logit_scale * image_features @ text_features.t())
         all_images, all_texts = gather_features(image_features, text_features)
-        if self.local_loss:
-            # this rank's rows: its images against every text, its texts against every image
-            logits_per_image = logit_scale * image_features @ all_texts.t()
-            logits_per_text = logit_scale * text_features @ all_images.t()
-            offset = dist.get_rank() * len(image_features)
-            labels = torch.arange(len(image_features), device=image_features.device) + offset
-        else:
-            logits_per_image = logit_scale * all_images @ all_texts.t()
-            logits_per_text = logits_per_image.t()
-            labels = torch.arange(len(all_images), device=image_features.device)
+        if not self.local_loss:
+            return contrastive_loss(logit_scale * all_images @ all_texts.t())
+        # this rank's rows: its images against every text, its texts against every image
+        logits_per_image = logit_scale * image_features @ all_texts.t()
+        logits_per_text = logit_scale * text_features @ all_images.t()
+        offset = dist.get_rank() * len(image_features)
+        labels = torch.arange(len(image_features), device=image_features.device) + offset
         return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2

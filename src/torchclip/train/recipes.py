@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 # The bundled default model: a small ViT-CLIP trained from scratch on the synthetic shapes world
-# (`torchclip.train.synthetic`) on a 2-core CPU. The text tower is narrow because its 49,408 x width token
+# (`torchclip.datasets.synthetic`) on a 2-core CPU. The text tower is narrow because its 49,408 x width token
 # table dominates the file size; the weights ship in float16 to stay under 16 MB with the tokenizer files.
 SYNTHETIC_SMALL: dict[str, Any] = {
     "data": "synthetic",
@@ -53,6 +54,4 @@ def get_recipe(name: str) -> dict[str, Any]:
     """A copy of the named recipe's settings (TrainConfig fields)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-    import copy
-
     return copy.deepcopy(RECIPES[name])

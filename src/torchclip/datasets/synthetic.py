@@ -1,6 +1,6 @@
 """A procedural image-caption world: coloured shapes on varied backgrounds, described in several phrasings.
 
-It is what the bundled model is trained on (no real image-text data can be downloaded here), and it makes
+It is what the bundled model is trained on (it needs no downloaded data), and it makes
 a clean test of compositional generalisation: some colour x shape pairs (`HELD_OUT`) never appear in
 training, neither in an image nor in a caption, yet zero-shot classification must name them.
 
@@ -14,7 +14,6 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -192,7 +191,7 @@ def _jitter(rng: random.Random, centre: tuple[float, float], amount: float = 0.0
     return (centre[0] + rng.uniform(-amount, amount), centre[1] + rng.uniform(-amount, amount))
 
 
-def a(word: str) -> str:
+def with_article(word: str) -> str:
     """The word with its indefinite article: "a red", "an orange"."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
@@ -209,22 +208,22 @@ def _single_caption(rng: random.Random, t: Thing, position: str) -> str:
     c, s, z, where = t.colour, t.shape, t.size, _where(position)
     return rng.choice(
         [
-            f"{a(c)} {s}",
+            f"{with_article(c)} {s}",
             f"{c} {s}",
-            f"{a(z)} {c} {s}",
-            f"a photo of {a(c)} {s}",
-            f"a picture of {a(z)} {c} {s}",
-            f"{a(c)} {s} {where}",
-            f"{a(z)} {c} {s} {where}",
-            f"there is {a(c)} {s} {where}",
+            f"{with_article(z)} {c} {s}",
+            f"a photo of {with_article(c)} {s}",
+            f"a picture of {with_article(z)} {c} {s}",
+            f"{with_article(c)} {s} {where}",
+            f"{with_article(z)} {c} {s} {where}",
+            f"there is {with_article(c)} {s} {where}",
             f"a {s} that is {c}",
-            f"{a(z)} {s}, coloured {c}",
+            f"{with_article(z)} {s}, coloured {c}",
             f"one {c} {s} on a plain background",
-            f"an image showing {a(c)} {s}",
-            f"{a(s)}",  # one attribute alone: the words for colour and shape are learnt apart
+            f"an image showing {with_article(c)} {s}",
+            f"{with_article(s)}",  # one attribute alone: the words for colour and shape are learnt apart
             f"a {s} shape",
             f"something {c}",
-            f"{a(c)} shape",
+            f"{with_article(c)} shape",
         ]
     )
 
@@ -241,7 +240,15 @@ def unnamed_colour(rng: random.Random, shape: str, margin: float = 120.0) -> tup
 
 def _shape_caption(rng: random.Random, t: Thing, position: str) -> str:
     s, z, where = t.shape, t.size, _where(position)
-    return rng.choice([f"{a(s)}", f"{a(z)} {s}", f"a {s} shape", f"{a(s)} {where}", f"a photo of {a(s)}"])
+    return rng.choice(
+        [
+            f"{with_article(s)}",
+            f"{with_article(z)} {s}",
+            f"a {s} shape",
+            f"{with_article(s)} {where}",
+            f"a photo of {with_article(s)}",
+        ]
+    )
 
 
 class SyntheticCaptions:
@@ -297,34 +304,15 @@ class SyntheticCaptions:
         left, right = rng.choice([("left", "right"), ("top left", "bottom right"), ("bottom left", "top right")])
         first = self._thing(rng, c1, s1, left, sizes=("small", "medium"))
         second = self._thing(rng, c2, s2, right, sizes=("small", "medium"))
-        caption = rng.choice([f"{a(c1)} {s1} and {a(c2)} {s2}", f"{a(c1)} {s1} to the left of {a(c2)} {s2}"])
+        caption = rng.choice(
+            [
+                f"{with_article(c1)} {s1} and {with_article(c2)} {s2}",
+                f"{with_article(c1)} {s1} to the left of {with_article(c2)} {s2}",
+            ]
+        )
         return render([first, second], rng, self.image_size), caption
 
     def _thing(
         self, rng: random.Random, colour: str, shape: str, position: str, sizes: tuple[str, ...] = tuple(SIZES)
     ) -> Thing:
         return Thing(colour, shape, rng.choice(sizes), _jitter(rng, POSITIONS[position]), rng.uniform(-15, 15))
-
-
-DEMO_SCENES = {  # file name -> (colour, shape, size, position); the first three are held out of training
-    "red_triangle": ("red", "triangle", "large", "center"),
-    "yellow_circle": ("yellow", "circle", "medium", "top left"),
-    "blue_ring": ("blue", "ring", "large", "bottom right"),
-    "green_star": ("green", "star", "large", "center"),
-    "white_square": ("white", "square", "medium", "right"),
-    "purple_cross": ("purple", "cross", "large", "bottom"),
-}
-
-
-def write_demo_images(folder: str | Path, size: int = 128, seed: int = 7) -> list[Path]:
-    """The bundled demo pictures (`torchclip/data/demo_images`): one object each, named after it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (colour, shape, scale, position) in DEMO_SCENES.items():
-        rng = random.Random(f"{seed}/demo/{name}")
-        thing = Thing(colour, shape, scale, POSITIONS[position], rng.uniform(-10, 10))
-        path = folder / f"{name}.png"
-        render([thing], rng, size).save(path, optimize=True)
-        written.append(path)
-    return written
