@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 from apps_fixtures import has_bundled_model, subprocess_env, synthetic_photos
+from PIL import Image
 
 from torchclip.cli.common import bundled_model_path
 
@@ -120,6 +123,29 @@ def embed_command(photos: Path, store: Path) -> list[str]:
     ]
 
 
+def store_of_vectors(folder: Path, distinct: int, copies: int) -> Path:
+    """A store built through the public API (no embed run): `distinct` random unit vectors of the bundled
+    model's size, each stored `copies` times, as duplicate photos are (equal scores, which pages must cut
+    neither into repeats nor into gaps). Each row is a small PNG of its own, 20 to 59 px wide (for `where`)."""
+    from torchclip.store import EmbeddingStore
+
+    model = str(bundled_model_path())
+    dim = json.loads((bundled_model_path() / "config.json").read_text())["projection_dim"]
+    vectors = np.random.default_rng(7).normal(size=(distinct, dim)).astype(np.float32)
+    (folder / "tiles").mkdir(parents=True)
+    keys, metadata = [], []
+    for row in range(distinct * copies):
+        width = 20 + row % 40
+        path = folder / "tiles" / f"tile_{row:04d}.png"
+        Image.new("RGB", (width, 24), (row * 37 % 256, row * 91 % 256, row * 53 % 256)).save(path)
+        info = path.stat()
+        keys.append(str(path))
+        metadata.append({"width": width, "height": 24, "size": info.st_size, "mtime": info.st_mtime_ns / 1e9})
+    store = EmbeddingStore.create(folder / "tiles.emb", model={"dim": dim, "name": model})
+    store.add(keys, np.tile(vectors, (copies, 1)), metadata=metadata)
+    return folder / "tiles.emb"
+
+
 _servers: dict[str, Server] = {}
 _root = Path(tempfile.mkdtemp(prefix="torchclip-serve-test-"))
 
@@ -165,4 +191,23 @@ def shared_server(name: str) -> Server:
     return _servers[name]
 
 
-__all__ = ["CLASSES", "XSS_NAME", "Server", "has_bundled_model", "shared_server", "synthetic_photos", "torchclip"]
+def paging_server() -> Server:
+    """A server on 150 rows (`store_of_vectors`: 50 vectors, 3 copies each), more than three of the page's
+    pages of 40; started at the first call, for the whole session."""
+    if "pages" not in _servers:
+        store = store_of_vectors(_root / "pages", distinct=50, copies=3)
+        _servers["pages"] = wait_until_ready(launch_server(store, store.parent / "tiles"))
+    return _servers["pages"]
+
+
+__all__ = [
+    "CLASSES",
+    "XSS_NAME",
+    "Server",
+    "has_bundled_model",
+    "paging_server",
+    "shared_server",
+    "store_of_vectors",
+    "synthetic_photos",
+    "torchclip",
+]

@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
-from serve_support import CLASSES, has_bundled_model, shared_server, synthetic_photos, torchclip
+from serve_support import CLASSES, has_bundled_model, paging_server, shared_server, synthetic_photos, torchclip
+
+from torchclip.cli.common import bundled_model_path
 
 pytestmark = pytest.mark.skipif(not has_bundled_model(), reason="needs the bundled model (its queries are checked)")
 
@@ -105,6 +108,68 @@ def test_filters_and_min_score(api, main):
     cut = everything[3]["score"]
     above = search(api, text="a yellow square", k=50, min_score=cut)["results"]
     assert [r["id"] for r in above] == [r["id"] for r in everything if r["score"] >= cut] and len(above) >= 4
+
+
+def all_pages(api: httpx.Client, k: int, **body) -> tuple[list[dict], list[dict]]:
+    """(results, answers) of following next_offset from offset 0 to the last page."""
+    results, answers, offset = [], [], 0
+    while offset is not None and len(answers) <= 200:
+        answers.append(search(api, k=k, offset=offset, **body))
+        results += answers[-1]["results"]
+        offset = answers[-1]["next_offset"]
+    return results, answers
+
+
+@pytest.mark.parametrize("kind", ["all", "where", "min_score"])
+def test_pages_of_any_size_are_one_request_for_all_cut_up(kind):
+    """Paging through duplicates (equal scores at every page boundary) neither repeats nor skips a result:
+    the pages, whatever k, are exactly the one answer for everything, with and without filters."""
+    with paging_server().client() as api:
+        query = {"text": "a red circle"}
+        unfiltered = search(api, **query, k=1000)["results"]
+        assert len(unfiltered) == 150
+        cut = unfiltered[62]["score"] - 5e-7  # scores are rounded to 6 digits: just below the 63rd
+        filters, expected = {
+            "all": ({}, unfiltered),
+            "where": ({"where": "width >= 35"}, [r for r in unfiltered if r["width"] >= 35]),
+            "min_score": ({"min_score": cut}, [r for r in unfiltered if r["score"] >= cut]),
+        }[kind]
+        whole = search(api, **query, **filters, k=1000)
+        everything = whole["results"]
+        assert {r["id"] for r in everything} == {r["id"] for r in expected} and len(everything) == len(expected)
+        assert whole["next_offset"] is None and whole["total"] == len(everything) >= 63
+        scores = [r["score"] for r in everything]
+        assert scores == sorted(scores, reverse=True)
+        assert sum(a == b for a, b in zip(scores, scores[1:])) >= len(everything) // 3  # the copies tie
+        for k in (1, 7, 40):
+            results, answers = all_pages(api, k, **query, **filters)
+            assert [r["id"] for r in results] == [r["id"] for r in everything], f"k={k}"
+            assert len(answers) == -(-len(everything) // k)  # no empty page after the last one
+            assert [a["total"] for a in answers] == [min(len(everything), k * n) for n in range(1, len(answers) + 1)]
+            assert all(a["generation"] == whole["generation"] for a in answers)
+
+
+def test_next_offset_never_points_past_the_largest_offset(tmp_path):
+    """A store deeper than the largest offset (10,000): the last page reachable says it is the last."""
+    from starlette.testclient import TestClient
+
+    from torchclip.serve.app import MAX_OFFSET, ServeSettings, create_app
+    from torchclip.store import EmbeddingStore
+
+    model = {"dim": 4, "name": str(bundled_model_path())}
+    store = EmbeddingStore.create(tmp_path / "deep.emb", model=model)
+    rows = MAX_OFFSET + 5
+    store.add([f"row{n}" for n in range(rows)], np.random.default_rng(0).normal(size=(rows, 4)))
+    with TestClient(create_app(ServeSettings(store=str(tmp_path / "deep.emb"))), base_url="http://127.0.0.1") as client:
+
+        def page(offset: int) -> dict:
+            response = client.post("/api/search", json={"vector": [1, 0, 0, 0], "k": 1, "offset": offset})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert page(MAX_OFFSET - 1)["next_offset"] == MAX_OFFSET
+        last = page(MAX_OFFSET)
+        assert len(last["results"]) == 1 and last["next_offset"] is None and last["total"] == MAX_OFFSET + 1
 
 
 def test_weighted_combination_moves_the_ranking(api, main):

@@ -488,6 +488,19 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         vector = np.asarray(vector, dtype=np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
+    async def ranked_hits(store: Any, end: int, where: str | None, vector: np.ndarray) -> list[Any]:
+        """The best hits down to rank `end` and one more (it tells whether a next page exists), by score and
+        then id. The store's top k cuts a run of equal scores (duplicate photos) anywhere and orders it
+        anyhow, so pages asked with different k would repeat some and skip others; this asks deeper
+        until the run the page ends in is whole, so every page continues the one before."""
+        depth = end + 1
+        while True:
+            hits = await queued(search_batches.submit((store, depth, where), vector))
+            hits.sort(key=lambda hit: (-hit.score, hit.id))
+            if len(hits) < depth or hits[-1].score < hits[end - 1].score:
+                return hits
+            depth *= 2
+
     @app.post("/api/search", summary="Search by text, image, stored item, vector, or a weighted combination")
     async def search(query: SearchRequest) -> dict[str, Any]:
         start = time.perf_counter()
@@ -514,19 +527,18 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         norm = float(np.linalg.norm(combined))
         if norm < 1e-6:
             raise ApiError(400, "the weighted queries cancel out (their combination is zero)")
-        depth = query.offset + query.k + 1  # one more than the page: tells whether a next page exists
+        end = query.offset + query.k
         try:
-            hits = await queued(search_batches.submit((store, depth, query.where), combined / norm))
+            hits = await ranked_hits(store, end, query.where, combined / norm)
         except ValueError as exc:
             raise ApiError(400, f"where: {exc}") from None
         if query.min_score is not None:
             hits = [hit for hit in hits if hit.score >= query.min_score]
-        page = hits[query.offset : query.offset + query.k]
-        more = len(hits) > query.offset + query.k
+        more = len(hits) > end
         return {
-            "results": [_result(hit, store.kind) for hit in page],
-            "total": len(hits) if not more else len(hits) - 1,
-            "next_offset": query.offset + query.k if more else None,
+            "results": [_result(hit, store.kind) for hit in hits[query.offset : end]],
+            "total": end if more else len(hits),
+            "next_offset": end if more and end <= MAX_OFFSET else None,  # never a page the API would refuse
             "took_ms": round((time.perf_counter() - start) * 1000, 2),
             "generation": store.generation,
         }

@@ -3,9 +3,12 @@
 "use strict";
 
 const PAGE = 40;
+const AHEAD_PX = 300; // the next page is asked for when the end of the grid comes this close to the window's
 const $ = (id) => document.getElementById(id);
+// seq numbers each query shown: an answer for an earlier one (late, or for a query since cleared) is dropped.
+// shown holds the ids on the page, so a result is never shown twice even if the collection changed between pages.
 const state = { query: null, minScore: null, where: "", nextOffset: null, loading: false, kind: "image",
-                seq: 0, results: [] };
+                seq: 0, results: [], shown: new Set() };
 
 function setMessage(text, isError = false) {
   $("message").textContent = text;
@@ -59,6 +62,7 @@ function showControls(query) {
 
 // push: true for a new query (a history entry), false when only refining it (replace the entry)
 function run(query, push) {
+  state.seq += 1;
   state.query = query;
   const url = urlOf(query); // an image query is not put in the URL (too big): it keeps only the filters
   if (url !== (location.search || location.pathname)) {
@@ -66,15 +70,21 @@ function run(query, push) {
   }
   showControls(query);
   state.results = [];
+  state.shown = new Set();
   $("results").replaceChildren();
   state.nextOffset = null;
+  state.loading = false;
+  showMoreButton();
   if (!query) { setMessage("Type to search, or drop an image."); return; }
   load(0);
 }
 
+// one page of the current query from `offset`: the first page (0) by run(), the next ones as the grid's end
+// comes near the window (loadMoreIfNear) or by the "More results" button
 async function load(offset) {
-  const seq = ++state.seq;
+  const seq = state.seq;
   state.loading = true;
+  showMoreButton();
   const body = { k: PAGE, offset };
   const query = state.query;
   if (query.text) body.text = query.text;
@@ -83,19 +93,35 @@ async function load(offset) {
   if (state.minScore !== null) body.min_score = state.minScore;
   if (state.where) body.where = state.where;
   if (offset === 0) setMessage("Searching…");
+  let data;
   try {
-    const data = await api("/api/search", body);
-    if (seq !== state.seq) return; // a newer query has started: drop this answer
-    data.results.forEach((result) => addCard(result));
-    state.nextOffset = data.next_offset;
-    const count = state.results.length;
-    setMessage(count ? `${count}${data.next_offset !== null ? "+" : ""} results · ${data.took_ms} ms`
-                     : "No results. Try other words, a lower min score, or another filter.");
+    data = await api("/api/search", body);
   } catch (error) {
-    if (seq === state.seq) setMessage(`Search failed: ${error.message}`, true);
-  } finally {
-    if (seq === state.seq) state.loading = false;
+    if (seq !== state.seq) return;
+    state.loading = false;
+    showMoreButton(); // a failed page is asked again by the button or by scrolling back to it, never by itself
+    setMessage(`${offset ? "Loading more" : "Search"} failed: ${error.message}`, true);
+    return;
   }
+  if (seq !== state.seq) return; // a newer query has started, or the box was cleared: drop this answer
+  state.loading = false;
+  data.results.filter((result) => !state.shown.has(result.id)).forEach((result) => addCard(result));
+  state.nextOffset = data.next_offset;
+  const count = state.results.length;
+  setMessage(count ? `${count}${data.next_offset !== null ? "+" : ""} results · ${data.took_ms} ms`
+                   : "No results. Try other words, a lower min score, or another filter.");
+  showMoreButton();
+  loadMoreIfNear(); // a page too short to fill the window: the observer would not fire again
+}
+
+function loadMoreIfNear() {
+  if (state.nextOffset === null || state.loading) return;
+  if ($("sentinel").getBoundingClientRect().top < innerHeight + AHEAD_PX) load(state.nextOffset);
+}
+
+function showMoreButton() {
+  $("more").hidden = state.nextOffset === null; // not disabled while loading: that would take its focus away
+  $("more").textContent = state.loading ? "Loading…" : "More results";
 }
 
 // ---------------------------------------------------------------- results
@@ -104,6 +130,7 @@ function baseName(key) { return String(key).split(/[\\/]/).pop(); }
 
 function addCard(result) {
   const index = state.results.push(result) - 1;
+  state.shown.add(result.id);
   const card = document.createElement("div");
   card.className = "card";
   card.tabIndex = 0;
@@ -261,9 +288,9 @@ function init() {
       start();
     } catch (error) { setMessage(`Sign-in failed: ${error.message}`, true); }
   });
-  new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting) && state.nextOffset !== null && !state.loading) load(state.nextOffset);
-  }).observe($("sentinel"));
+  $("more").addEventListener("click", () => { if (state.nextOffset !== null && !state.loading) load(state.nextOffset); });
+  new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadMoreIfNear(); },
+                           { rootMargin: `0px 0px ${AHEAD_PX}px 0px` }).observe($("sentinel"));
   start();
 }
 
