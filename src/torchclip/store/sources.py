@@ -17,6 +17,8 @@ from torchclip.image_files import find_images
 
 __all__ = ["Item", "image_items", "image_metadata", "text_items"]
 
+# The caption column of a CSV/TSV file with a header: the first of these it has (training tables too).
+CAPTION_COLUMNS = ("caption", "text", "title", "label")
 EXIF_DATETIME_ORIGINAL = 0x9003  # in the Exif sub-IFD
 EXIF_IFD = 0x8769
 EXIF_DATETIME = 0x0132  # the main IFD's DateTime, when the camera wrote no DateTimeOriginal
@@ -68,7 +70,7 @@ def image_items(source: str | os.PathLike, exclude: Sequence[str | os.PathLike] 
 
 def text_items(source: str | os.PathLike, column: str | None = None) -> list[Item]:
     """Captions to embed: a .txt file holds one per line; a .csv/.tsv file one per row, from the column
-    named `column` (default: the first of caption/text/title/label in a header row, else the first column).
+    named `column` (default: the first of `CAPTION_COLUMNS` in a header row, else the first column).
     Keys are `file#N` (N the 1-based line or row), so an edited line is re-embedded."""
     path = Path(source).resolve()
     if not path.is_file():
@@ -78,7 +80,7 @@ def text_items(source: str | os.PathLike, column: str | None = None) -> list[Ite
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
         header = [cell.strip().lower() for cell in rows[0]] if rows else []
-        wanted = [column.lower()] if column else ["caption", "text", "title", "label"]
+        wanted = [column.lower()] if column else CAPTION_COLUMNS
         index = next((header.index(name) for name in wanted if name in header), None)
         if column and index is None:
             raise ValueError(f"{str(path)!r}: no column named {column!r} in its header {rows[0] if rows else []}")
