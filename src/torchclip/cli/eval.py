@@ -16,7 +16,6 @@ from torchclip.cli.common import (
     note_if_bundled,
 )
 from torchclip.display import printable
-from torchclip.image_files import IMAGE_EXTENSIONS
 
 EXAMPLES = """examples:
   torchclip eval --task zeroshot --data synthetic-heldout       # the bundled model on unseen colour x shape pairs
@@ -25,10 +24,11 @@ EXAMPLES = """examples:
   torchclip eval --model runs/ft/model --task retrieval --data val_pairs.csv --json metrics.json
 
 --data for zeroshot: synthetic-heldout, synthetic-seen, or a folder with one sub-folder of images per class
-(the sub-folder name, with '_' read as a space, is the class name), its classes prompted with --templates
-as `torchclip classify` prompts labels (default: the "default" set); the synthetic data brings its own
-prompts. For retrieval: synthetic, a .csv/.tsv of
+(the sub-folder name, with '_' read as a space, is the class name). For retrieval: synthetic, a .csv/.tsv of
 (path, caption), a folder of images with same-named .txt captions, or tar shards.
+
+--templates takes what `torchclip classify --templates` takes (default: the "default" set); the synthetic
+data brings its own prompts.
 
 Unreadable images are skipped, counted ("skipped" in the metrics) and listed on stderr (exit 1); 200
 unusable samples in a row stop the run with an error. A progress bar shows on a terminal (--quiet: none).
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    from torchclip.image_files import IMAGE_EXTENSIONS
+
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
         raise ValueError(f"{folder}: expected one sub-folder of images per class")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from torchclip.image_files import find_images
 
-__all__ = ["Item", "image_items", "image_metadata", "text_items"]
+__all__ = ["CAPTION_COLUMNS", "Item", "image_items", "image_metadata", "text_items"]
 
 # The caption column of a CSV/TSV file with a header: the first of these it has (training tables too).
 CAPTION_COLUMNS = ("caption", "text", "title", "label")
