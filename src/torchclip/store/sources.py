@@ -13,12 +13,11 @@ from typing import Any
 
 from PIL import Image
 
+from torchclip.captions import CAPTION_COLUMNS, first_column
 from torchclip.image_files import find_images
 
-__all__ = ["CAPTION_COLUMNS", "Item", "image_items", "image_metadata", "text_items"]
+__all__ = ["Item", "image_items", "image_metadata", "text_items"]
 
-# The caption column of a CSV/TSV file with a header: the first of these it has (training tables too).
-CAPTION_COLUMNS = ("caption", "text", "title", "label")
 EXIF_DATETIME_ORIGINAL = 0x9003  # in the Exif sub-IFD
 EXIF_IFD = 0x8769
 EXIF_DATETIME = 0x0132  # the main IFD's DateTime, when the camera wrote no DateTimeOriginal
@@ -81,7 +80,7 @@ def text_items(source: str | os.PathLike, column: str | None = None) -> list[Ite
             rows = list(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
         header = [cell.strip().lower() for cell in rows[0]] if rows else []
         wanted = [column.lower()] if column else CAPTION_COLUMNS
-        index = next((header.index(name) for name in wanted if name in header), None)
+        index = first_column(header, wanted)
         if column and index is None:
             raise ValueError(f"{str(path)!r}: no column named {column!r} in its header {rows[0] if rows else []}")
         start = 1 if index is not None else 0

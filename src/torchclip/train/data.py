@@ -31,9 +31,9 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchclip.captions import CAPTION_COLUMNS, first_column
 from torchclip.display import printable
 from torchclip.image_files import IMAGE_EXTENSIONS
-from torchclip.store.sources import CAPTION_COLUMNS
 
 log = logging.getLogger("torchclip.train")
 
@@ -126,8 +126,7 @@ class TablePairs(IndexedSource):
         if not rows:
             raise ValueError(f"{self.path}: no rows")
         header = [cell.strip().lower() for cell in rows[0]]
-        path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
-        caption_col = next((header.index(c) for c in CAPTION_COLUMNS if c in header), None)
+        path_col, caption_col = first_column(header, PATH_COLUMNS), first_column(header, CAPTION_COLUMNS)
         if path_col is not None and caption_col is not None:
             rows = rows[1:]
         else:
