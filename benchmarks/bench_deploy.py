@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from torchclip.bench import interleaved, realistic_captions
-from torchclip.cli.common import bundled_model_path
 from torchclip.config import CLIPConfig
 from torchclip.convert import load
 from torchclip.deploy.onnx_export import TEXT_GRAPH, VISION_GRAPH, export_onnx
 from torchclip.deploy.onnx_runtime import load_onnx
 from torchclip.deploy.quantize import agreement_with, quantize, quantize_graph
+from torchclip.hub import bundled_model_path
 from torchclip.modeling import CLIPModel
 from torchclip.tokenizer import CLIPTokenizer
 

@@ -2,7 +2,7 @@
 
 - reference: the straightforward transformers loop, batch 32: PIL open -> transformers.CLIPProcessor ->
   CLIPModel.get_image_features;
-- torchclip: `torchclip.image_files.embed_image_files` (what `torchclip embed` runs), DataLoader workers
+- torchclip: `torchclip.embed.embed_image_files` (what `torchclip embed` runs), DataLoader workers
   decoding and preprocessing while the model runs, with exact decoding and with `fast_jpeg_decode`;
 - torchclip without workers (decode and model in turn), to show what the overlap buys;
 - torchclip model-only: the same model on already-preprocessed batches, the ceiling for end to end.
@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from bench_image_processor import make_photo_folder  # noqa: E402
 
 from torchclip.config import CLIPConfig  # noqa: E402
-from torchclip.image_files import default_num_workers, embed_image_files  # noqa: E402
+from torchclip.embed import embed_image_files  # noqa: E402
+from torchclip.image_files import default_num_workers  # noqa: E402
 from torchclip.image_processor import CLIPImageProcessor  # noqa: E402
 from torchclip.modeling import CLIPModel  # noqa: E402
 from torchclip.processor import CLIPProcessor  # noqa: E402

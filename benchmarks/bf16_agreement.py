@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from torchclip.bench import realistic_captions
-from torchclip.cli.common import bundled_model_path
 from torchclip.convert import load
-from torchclip.evaluate import encode_images, encode_texts, synthetic_templates, zero_shot_classifier
+from torchclip.embed import embed_images, embed_texts
+from torchclip.evaluate import synthetic_templates, zero_shot_classifier
+from torchclip.hub import bundled_model_path
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "images"
 
@@ -25,11 +26,11 @@ def cosines(model32, model16, processor) -> dict[str, float]:
     photos = [Image.open(path).convert("RGB") for path in sorted(PHOTOS.glob("*.png"))]
     captions = realistic_captions(128) + ["a photo of a cat", "an astronaut in a white suit", "a cup of coffee"]
     image = F.cosine_similarity(
-        encode_images(model32, processor.image_processor, photos),
-        encode_images(model16, processor.image_processor, photos),
+        embed_images(model32, processor.image_processor, photos),
+        embed_images(model16, processor.image_processor, photos),
     )
     text = F.cosine_similarity(
-        encode_texts(model32, processor.tokenizer, captions), encode_texts(model16, processor.tokenizer, captions)
+        embed_texts(model32, processor.tokenizer, captions), embed_texts(model16, processor.tokenizer, captions)
     )
     return {
         "photos": len(photos),
@@ -52,7 +53,7 @@ def zero_shot_agreement(model32, model16, processor, per_class: int) -> dict[str
     predictions = {}
     for name, model in (("fp32", model32), ("bf16", model16)):
         classifier = zero_shot_classifier(model, processor.tokenizer, classes, synthetic_templates())
-        features = encode_images(model, processor.image_processor, images)
+        features = embed_images(model, processor.image_processor, images)
         predictions[name] = (features @ classifier.t()).argmax(dim=1)
     return {
         "held-out images": len(images),

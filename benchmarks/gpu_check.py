@@ -36,7 +36,8 @@ from bench_image_processor import make_photo_folder  # noqa: E402
 
 from torchclip.bench import interleaved, realistic_captions  # noqa: E402
 from torchclip.config import CLIPConfig  # noqa: E402
-from torchclip.image_files import embed_image_files, resize_and_crop_tensor  # noqa: E402
+from torchclip.embed import embed_image_files  # noqa: E402
+from torchclip.image_files import resize_and_crop_tensor  # noqa: E402
 from torchclip.image_processor import OPENAI_CLIP_STD, CLIPImageProcessor  # noqa: E402
 from torchclip.modeling import CLIPModel  # noqa: E402
 from torchclip.tokenizer import CLIPTokenizer  # noqa: E402

@@ -20,15 +20,14 @@ import lance
 import numpy as np
 import pyarrow as pa
 import ray
-import torch
 from PIL import Image
 from pyarrow import fs
 
 from torchclip.convert import load
+from torchclip.embed import embed_images
+from torchclip.image_files import IMAGE_EXTENSIONS
 from torchclip.store import EmbeddingStore
 from torchclip.store.table import rows_table
-
-IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"}
 
 
 class Embedder:
@@ -42,9 +41,7 @@ class Embedder:
         filesystem, _ = fs.FileSystem.from_uri(str(batch["path"][0]))
         data = [filesystem.open_input_file(fs.FileSystem.from_uri(str(p))[1]).read() for p in batch["path"]]
         images = [Image.open(io.BytesIO(item)).convert("RGB") for item in data]
-        with torch.inference_mode():
-            pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-            vectors = torch.nn.functional.normalize(self.model.get_image_features(pixels), dim=-1).numpy()
+        vectors = embed_images(self.model, self.processor.image_processor, images).cpu().numpy()
         metadata = [
             {"size": len(data), "width": image.width, "height": image.height} for item, image in zip(data, images)
         ]
@@ -67,7 +64,7 @@ def main() -> None:
         filesystem, root = fs.FileSystem.from_uri(args.source)
         scheme = args.source.split("://")[0] + "://" if "://" in args.source else ""
         listing = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-        new = sorted(scheme + f.path for f in listing if f.is_file and f.extension.lower() in IMAGE_EXTENSIONS)
+        new = sorted(scheme + f.path for f in listing if f.is_file and f".{f.extension.lower()}" in IMAGE_EXTENSIONS)
         new = [path for path in new if path not in stored]
         first = store.reserve_ids(len(new))  # numbered on the driver: unique across all workers
         files = ray.data.from_items([{"path": path, "id": first + n} for n, path in enumerate(new)])

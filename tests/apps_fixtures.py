@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from torchclip.cli.common import bundled_model_path
 from torchclip.config import CLIPConfig
+from torchclip.hub import bundled_model_path
 from torchclip.image_processor import CLIPImageProcessor
 from torchclip.modeling import CLIPModel
 from torchclip.processor import CLIPProcessor
+from torchclip.store import image_items, update_store
 from torchclip.tokenizer import CLIPTokenizer
 
 TINY = {
@@ -71,3 +72,12 @@ def synthetic_photos(folder: Path, classes: list[str], per_class: int = 2, fmt: 
 def subprocess_env() -> dict[str, str]:
     """The environment for CLI subprocesses: few threads, so parallel test runs share the CPUs."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_update(store, source, model_and_processor, kind="image", items=None, **options):
+    """`update_store` of `source` into `store` with small batches and commits, in this process, quietly;
+    `items` default to the images under `source`."""
+    model, processor = model_and_processor
+    items = items if items is not None else image_items(source)
+    options = dict(batch_size=2, num_workers=0, commit_every=4, progress=False) | options
+    return update_store(store, items, model, processor, kind=kind, model_name="tiny", source=str(source), **options)

@@ -19,7 +19,7 @@ import numpy as np
 from apps_fixtures import has_bundled_model, subprocess_env, synthetic_photos
 from PIL import Image
 
-from torchclip.cli.common import bundled_model_path
+from torchclip.hub import bundled_model_path
 
 CLASSES = ["red circle", "blue square", "green star", "yellow square"]
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"

@@ -22,7 +22,7 @@ import torch
 from apps_fixtures import has_bundled_model, save_tiny_model, subprocess_env, synthetic_photos
 
 from torchclip.cli import COMMANDS, build_parser, main
-from torchclip.cli.common import bundled_model_path
+from torchclip.hub import bundled_model_path
 from torchclip.store import EmbeddingStore
 from torchclip.zero_shot import ZeroShotClassifier
 
@@ -212,11 +212,11 @@ def test_ann_index_answers_like_exact_search(embedded):
 def query_vectors(store: Path, photos: Path) -> list[np.ndarray]:
     """The two queries of SEARCH embedded in-process with the store's model."""
     from torchclip.convert import load
-    from torchclip.evaluate import encode_images, encode_texts
+    from torchclip.embed import embed_images, embed_texts
 
     model, processor = load(EmbeddingStore(store).model["name"])
-    text = encode_texts(model, processor.tokenizer, ["a red circle"])[0].numpy()
-    image = encode_images(model, processor.image_processor, [photos / "green_star_1.jpg"])[0].numpy()
+    text = embed_texts(model, processor.tokenizer, ["a red circle"])[0].numpy()
+    image = embed_images(model, processor.image_processor, [photos / "green_star_1.jpg"])[0].numpy()
     return [text, image]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torchclip.embed import embed_texts
 from torchclip.evaluate import (
-    encode_texts,
     retrieval_recall,
     synthetic_zero_shot,
     topk_accuracy,
@@ -66,7 +66,7 @@ def test_prompt_ensembling_averages_normalised_prompt_embeddings():
             feats = feats / feats.norm(dim=-1, keepdim=True)
             mean = feats.mean(dim=0)
             torch.testing.assert_close(classifier[row], mean / mean.norm(), atol=1e-5, rtol=0)
-    assert encode_texts(model, processor.tokenizer, ["x"] * 3).norm(dim=-1).allclose(torch.ones(3))
+    assert embed_texts(model, processor.tokenizer, ["x"] * 3).norm(dim=-1).allclose(torch.ones(3))
     with pytest.raises(ValueError, match="at least one class"):
         zero_shot_classifier(model, processor.tokenizer, [])
 
@@ -83,8 +83,8 @@ def test_bundled_model_names_the_bundled_demo_images():
     among all 48 colour x shape labels (three demo pictures show compositions held out of its training)."""
     from PIL import Image
 
-    from torchclip.cli.common import bundled_model_path
     from torchclip.datasets.synthetic import HELD_OUT, all_compositions, composition_name, with_article
+    from torchclip.hub import bundled_model_path
     from torchclip.image_processor import CLIPFeatureExtractor
     from torchclip.modeling import CLIPModel
 

@@ -15,7 +15,8 @@ from apps_fixtures import save_tiny_model, tiny_model_and_processor
 from PIL import Image
 
 from torchclip.cli import main
-from torchclip.evaluate import check_text_lengths, encode_texts
+from torchclip.embed import check_text_lengths, embed_texts
+from torchclip.templates import get_templates
 
 # two labels the same for their first 77 tokens, different after: cut to fit, they would score 50/50
 LONG_PREFIX = " ".join(["word"] * 80)
@@ -103,11 +104,11 @@ def test_texts_longer_than_the_context_warn_once_naming_the_text(model, pictures
     assert code == 0 and "context" not in err
 
 
-def test_encode_texts_warns_through_logging_and_cuts_to_fit(caplog):
+def test_embed_texts_warns_through_logging_and_cuts_to_fit(caplog):
     model, processor = tiny_model_and_processor()
     model.config.text_config.max_position_embeddings = 77
     with caplog.at_level(logging.WARNING, logger="torchclip"):
-        features = encode_texts(model, processor.tokenizer, [LONG_PREFIX + " a", "short"])
+        features = embed_texts(model, processor.tokenizer, [LONG_PREFIX + " a", "short"])
     assert features.shape[0] == 2 and [r.getMessage().count("has 83 tokens") for r in caplog.records] == [1]
     assert check_text_lengths(processor.tokenizer, ["short", LONG_PREFIX], truncate="silent") == [1]
     with pytest.raises(ValueError, match="truncate must be one of"):
@@ -184,6 +185,19 @@ def test_eval_skips_counts_and_reports_an_unreadable_image(model, tmp_path, caps
     assert "torchclip eval: skipped" in err and "broken.png" in err
     assert metrics["top1"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # a fraction of 4, exactly
     assert not re.search(r"\d\.\d{7,}", out)  # no 0.949999988079071
+
+
+def test_eval_prompts_class_names_with_the_template_sets_classify_uses(model, tmp_path, capsys):
+    """No --templates is the "default" set, as in `classify`; a set's name and its templates agree."""
+    data = class_folder(tmp_path / "classes", broken=False)
+    zeroshot = ["eval", "--task", "zeroshot", "--data", str(data), "--model", model]
+    results = [run(capsys, *zeroshot, *templates) for templates in (
+        [], ["--templates", "default"], ["--templates", *get_templates("default")], ["--templates", "none"],
+    )]  # fmt: skip
+    assert [code for code, _, _ in results] == [0, 0, 0, 0]
+    default, by_name, spelled_out, bare = (json.loads(out) for _, out, _ in results)
+    assert default == by_name == spelled_out and default["images"] == 4
+    assert bare["images"] == 4 and bare.keys() == default.keys()
 
 
 def test_eval_retrieval_on_a_table_of_missing_images_stops_with_an_error(model, tmp_path, capsys):

@@ -157,6 +157,21 @@ def test_without_rescale_and_normalize_the_pixels_are_the_references_8bit_values
         assert np.array_equal(out, golden_pixels(name).astype(np.float32)), name
 
 
+def test_uint8_pixels_then_rescale_and_normalize_equal_a_call_exactly():
+    """The split the embedding workers use: 8-bit pixels in a worker, the multiply-add where the model runs."""
+    images = [Image.open(source_path(name)) for name in ("photo_coffee", "rgb", "p_transparency")]
+    processor = CLIPImageProcessor(image_mean=[0.5, 0.4, 0.3], image_std=0.25)
+    pixels = processor.uint8_pixels(images)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, 224, 224) and pixels.is_contiguous()
+    for pixels_in_8_bits, name in zip(pixels, ("photo_coffee", "rgb", "p_transparency")):
+        assert np.array_equal(pixels_in_8_bits.numpy(), golden_pixels(name)), name
+    expected = processor(images, return_tensors="pt").pixel_values
+    assert torch.equal(processor.rescale_and_normalize(pixels), expected)
+    assert torch.equal(processor.rescale_and_normalize(pixels.float()), expected)  # float holding 8-bit values
+    with pytest.raises(ValueError, match=r"image #1: is not an image Pillow can read"):
+        processor.uint8_pixels([images[0], b"not an image"])
+
+
 def test_rescale_and_custom_normalization():
     image = Image.open(source_path("photo_coffee"))
     pixels = golden_pixels("photo_coffee").astype(np.float64)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from torchclip.image_files import embed_image_files, resize_and_crop_tensor
+from torchclip.embed import embed_image_files
+from torchclip.image_files import resize_and_crop_tensor
 from torchclip.image_processor import CLIPImageProcessor
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ import torch
 
 import torchclip
 from torchclip.cli import main
-from torchclip.cli.common import bundled_model_path
 from torchclip.config import CLIPResNetVisionConfig
 from torchclip.deploy import onnx_export
 from torchclip.deploy.onnx_export import ExportVerificationError, export_onnx
+from torchclip.hub import bundled_model_path
 
 TOLERANCE = 1e-4  # the bound for fp32
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from apps_fixtures import synthetic_photos, tiny_model_and_processor
 
-from torchclip.image_files import embed_folder, embed_image_files, find_images
+from torchclip.embed import embed_image_files, join_batches
+from torchclip.image_files import find_images
 
 CLASSES = ["red circle", "blue square", "green star", "yellow star"]
 
@@ -46,9 +47,12 @@ def test_find_images_by_content_recursively(collection):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_folder_pipeline_returns_every_embedding_in_order(collection, workers):
     model, processor = tiny_model_and_processor()
-    result = embed_folder(model, processor, collection, batch_size=3, num_workers=workers)
-    assert result.paths == find_images(collection) and result.failures == []
-    torch.testing.assert_close(result.features, reference_embeddings(model, processor, result.paths), atol=1e-5, rtol=0)
+    files = find_images(collection)
+    batches = embed_image_files(model, processor.image_processor, files, batch_size=3, num_workers=workers)
+    result = join_batches(batches, model.config.projection_dim)
+    paths = [files[i] for i in result.indices]
+    assert paths == find_images(collection) and result.failures == []
+    torch.testing.assert_close(result.features, reference_embeddings(model, processor, paths), atol=1e-5, rtol=0)
 
 
 def test_corrupt_files_are_reported_and_skipped(collection, tmp_path):

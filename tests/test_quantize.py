@@ -14,8 +14,8 @@ import torch
 
 import torchclip
 from torchclip.cli import main
-from torchclip.cli.common import bundled_model_path
 from torchclip.deploy.quantize import INT8_MIN_COSINE, agreement_with, final_projection_nodes
+from torchclip.hub import bundled_model_path
 
 MIN_AGREEMENT = 0.98
 MIN_IMAGE_COSINE = 0.999

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from serve_support import CLASSES, has_bundled_model, paging_server, shared_server, synthetic_photos, torchclip
 
-from torchclip.cli.common import bundled_model_path
+from torchclip.hub import bundled_model_path
 
 pytestmark = pytest.mark.skipif(not has_bundled_model(), reason="needs the bundled model (its queries are checked)")
 

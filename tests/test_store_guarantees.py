@@ -11,31 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from apps_fixtures import save_tiny_model, subprocess_env, synthetic_photos, tiny_model_and_processor
+from apps_fixtures import run_update, save_tiny_model, subprocess_env
 
 from torchclip.cli import main
-from torchclip.store import EmbeddingStore, StoreBusyError, StoreDamagedError, image_items, update_store
-
-CLASSES = ["red circle", "blue square", "green star", "purple cross", "white circle"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model_and_processor()
-
-
-@pytest.fixture
-def photos(tmp_path):
-    synthetic_photos(tmp_path / "photos", CLASSES, per_class=2)
-    return tmp_path / "photos"
-
-
-def run_update(store, source, tiny, **kwargs):
-    model, processor = tiny
-    options = dict(batch_size=2, num_workers=0, commit_every=4, progress=False) | kwargs
-    return update_store(
-        store, image_items(source), model, processor, kind="image", model_name="tiny", source=str(source), **options
-    )
+from torchclip.store import EmbeddingStore, StoreBusyError, StoreDamagedError
 
 
 def contents(folder) -> dict[str, np.ndarray]:
@@ -64,8 +43,8 @@ with writer_lock(sys.argv[1]):
 """
 
 
-def test_a_second_writer_stops_with_a_clear_error(photos, tmp_path, tiny):
-    run_update(tmp_path / "store", photos, tiny)
+def test_a_second_writer_stops_with_a_clear_error(store_photos, tmp_path, store_model):
+    run_update(tmp_path / "store", store_photos, store_model)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "store")],
         stdout=subprocess.PIPE,
@@ -74,29 +53,30 @@ def test_a_second_writer_stops_with_a_clear_error(photos, tmp_path, tiny):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        (photos / "red_circle_0.jpg").unlink()
+        (store_photos / "red_circle_0.jpg").unlink()
         with pytest.raises(StoreBusyError, match=rf"is being written by process {holder.pid} \(since .*\); wait"):
-            run_update(tmp_path / "store", photos, tiny)
+            run_update(tmp_path / "store", store_photos, store_model)
         with pytest.raises(StoreBusyError):
             EmbeddingStore(tmp_path / "store").remove(["anything"])
         assert len(EmbeddingStore(tmp_path / "store")) == 10  # nothing was changed; reading is never blocked
     finally:
         holder.kill()
         holder.wait()
-    assert run_update(tmp_path / "store", photos, tiny).removed == 1  # the kernel released the dead holder's lock
+    # the kernel released the dead holder's lock
+    assert run_update(tmp_path / "store", store_photos, store_model).removed == 1
 
 
-def test_two_embed_runs_at_once_leave_a_healthy_store(photos, tmp_path, tiny):
+def test_two_embed_runs_at_once_leave_a_healthy_store(store_photos, tmp_path, store_model):
     """Both start together on one new store: each finishes or stops with the busy message, and the
     store afterwards holds every photo once (a plain re-run completes whatever the stopped one left)."""
     model_dir = save_tiny_model(tmp_path / "model")
-    run_update(tmp_path / "reference", photos, tiny)
+    run_update(tmp_path / "reference", store_photos, store_model)
     args = [
         sys.executable,
         "-m",
         "torchclip.cli",
         "embed",
-        str(photos),
+        str(store_photos),
         "--out",
         str(tmp_path / "store"),
         "--model",
@@ -133,12 +113,12 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(photos, tmp_path, tiny):
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(store_photos, tmp_path, store_model):
     model_dir = save_tiny_model(tmp_path / "model")
-    run_update(tmp_path / "reference", photos, tiny)
+    run_update(tmp_path / "reference", store_photos, store_model)
     args = [
         "embed",
-        str(photos),
+        str(store_photos),
         "--out",
         str(tmp_path / "store"),
         "--model",
@@ -163,44 +143,44 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(photos
     assert_same(tmp_path / "store", tmp_path / "reference")
 
 
-def test_a_damaged_file_is_named_and_a_plain_rerun_repairs_the_store(photos, tmp_path, tiny, capsys):
-    run_update(tmp_path / "reference", photos, tiny)
-    run_update(tmp_path / "store", photos, tiny)
+def test_a_damaged_file_is_named_and_a_plain_rerun_repairs_the_store(store_photos, tmp_path, store_model, capsys):
+    run_update(tmp_path / "reference", store_photos, store_model)
+    run_update(tmp_path / "store", store_photos, store_model)
     data = sorted((tmp_path / "store" / "rows.lance" / "data").iterdir())
     data[0].write_bytes(data[0].read_bytes()[:100])  # a truncated data file
     with pytest.raises(StoreDamagedError, match=rf"{data[0].name}.*run `torchclip embed` on its source again"):
         EmbeddingStore(tmp_path / "store").search(np.ones(32), k=3)
-    report = run_update(tmp_path / "store", photos, tiny)
+    report = run_update(tmp_path / "store", store_photos, store_model)
     assert report.repaired and data[0].name in report.repaired and "rebuilding" in capsys.readouterr().err
     assert_same(tmp_path / "store", tmp_path / "reference")
     assert min(contents(tmp_path / "store")) and EmbeddingStore(tmp_path / "store").rows([0]) == []  # ids not reused
 
 
 @pytest.mark.parametrize("option", [["--batch-size", "0"], ["--workers", "-1"], ["--commit-every", "0"]])
-def test_bad_options_are_refused_before_anything_is_created(photos, tmp_path, capsys, option):
-    assert main(["embed", str(photos), "--out", str(tmp_path / "new.emb"), *option]) == 2
+def test_bad_options_are_refused_before_anything_is_created(store_photos, tmp_path, capsys, option):
+    assert main(["embed", str(store_photos), "--out", str(tmp_path / "new.emb"), *option]) == 2
     assert option[0] in capsys.readouterr().err and not (tmp_path / "new.emb").exists()
 
 
-def test_rows_are_committed_by_time_as_well_as_by_count(photos, tmp_path, tiny):
-    run_update(tmp_path / "by_count", photos, tiny, commit_every=1024)
+def test_rows_are_committed_by_time_as_well_as_by_count(store_photos, tmp_path, store_model):
+    run_update(tmp_path / "by_count", store_photos, store_model, commit_every=1024)
     assert EmbeddingStore(tmp_path / "by_count").generation == 2  # the empty table, one commit of 10 rows
-    run_update(tmp_path / "by_time", photos, tiny, commit_every=1024, commit_seconds=1e-9)
+    run_update(tmp_path / "by_time", store_photos, store_model, commit_every=1024, commit_seconds=1e-9)
     assert EmbeddingStore(tmp_path / "by_time").generation == 1 + 5  # every batch of 2: its time was up
 
 
-def test_a_source_of_unreadable_files_stops_after_a_bounded_number_in_a_row(photos, tmp_path, tiny):
+def test_a_source_of_unreadable_files_stops_after_a_bounded_number_in_a_row(store_photos, tmp_path, store_model):
     broken = tmp_path / "broken"
     broken.mkdir()
     for n in range(6):
         (broken / f"bad_{n}.jpg").write_bytes(b"not a jpeg")
     # the count is checked after each batch (of 2 here): the bound of 3 is passed at the 4th file
     with pytest.raises(RuntimeError, match=r"stopped after 4 unreadable files in a row \(4 tried, 0 embedded"):
-        run_update(tmp_path / "store", broken, tiny, max_consecutive_failures=3)
+        run_update(tmp_path / "store", broken, store_model, max_consecutive_failures=3)
     assert len(EmbeddingStore(tmp_path / "store").failures()) == 4
-    for photo in sorted(photos.iterdir())[::2]:  # good and bad files alternate: never 3 bad in a row
-        (photos / f"{photo.stem}z.jpg").write_bytes(b"not a jpeg")
-    report = run_update(tmp_path / "mixed", photos, tiny, max_consecutive_failures=3)
+    for photo in sorted(store_photos.iterdir())[::2]:  # good and bad files alternate: never 3 bad in a row
+        (store_photos / f"{photo.stem}z.jpg").write_bytes(b"not a jpeg")
+    report = run_update(tmp_path / "mixed", store_photos, store_model, max_consecutive_failures=3)
     assert report.added == 10 and len(report.failures) == 5
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchclip import CLIPTokenizer
-from torchclip.cli.common import bundled_model_path
+from torchclip.hub import bundled_model_path
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,113 +8,22 @@ among the K most similar items, both ways.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name, with_article
-from torchclip.display import printable
+from torchclip.embed import embed_images, embed_texts
+from torchclip.templates import DEFAULT_TEMPLATES
 
-log = logging.getLogger("torchclip")
-
+# A template is a string with {} where the class name goes, or a function of the class name (the synthetic
+# world's prompts, which need "a" or "an").
 Template = str | Callable[[str], str]
-
-# What to do with a text longer than the model's context (77 tokens for CLIP): it is always cut to fit
-# (the model has no positions beyond), and "warn" says so once per call, "error" refuses instead.
-TRUNCATE_MODES = ("warn", "error", "silent")
-
-# A few of the paper's ImageNet prompts: a sensible default for photos.
-DEFAULT_TEMPLATES: list[Template] = [
-    "a photo of a {}.",
-    "a bad photo of a {}.",
-    "a photo of the large {}.",
-    "a photo of the small {}.",
-    "a cropped photo of a {}.",
-    "a close-up photo of a {}.",
-    "a bright photo of a {}.",
-    "a rendering of a {}.",
-    "itap of a {}.",
-    "art of the {}.",
-]
 
 
 def _fill(template: Template, classname: str) -> str:
     return template(classname) if callable(template) else template.format(classname)
-
-
-def check_finite(model: Any, values: torch.Tensor, what: str) -> torch.Tensor:
-    """`values` when all finite; otherwise an error naming the model's first weight that is NaN or
-    infinite (the usual cause), instead of "nan%" results."""
-    if torch.isfinite(values).all():
-        return values
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"the model's weight {name!r} holds NaN or infinite values, so the {what} are NaN")
-    raise ValueError(f"the {what} came out NaN or infinite (the model's weights are all finite)")
-
-
-def check_text_lengths(tokenizer: Any, texts: Sequence[str], truncate: str = "warn") -> list[int]:
-    """Indices of the texts longer than the tokenizer's context (`model_max_length`), which encoding cuts.
-
-    `truncate="warn"` logs one warning for the call naming the first such text and its length (and how
-    many more there are); "error" raises ValueError naming it instead; "silent" says nothing.
-    """
-    if truncate not in TRUNCATE_MODES:
-        raise ValueError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
-    limit = tokenizer.model_max_length
-    lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
-    long = [i for i, length in enumerate(lengths) if length > limit]
-    if long and truncate != "silent":
-        first = long[0]
-        named = f"text #{first} {printable(texts[first])!r:.160} has {lengths[first]} tokens"
-        if truncate == "error":
-            raise ValueError(
-                f"{named}, more than the model's context of {limit}; shorten it, or allow cutting it to fit "
-                "(--truncate warn, or truncate='warn')"
-            )
-        more = f" (and {len(long) - 1} more of the {len(texts)} texts)" if len(long) > 1 else ""
-        log.warning("%s%s, more than the model's context of %d: only the first %d are used", named, more, limit, limit)
-    return long
-
-
-@torch.no_grad()
-def encode_texts(
-    model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 256, truncate: str = "warn"
-) -> torch.Tensor:
-    """L2-normalised text embeddings [len(texts), D] in float32. Texts longer than the context are cut to
-    fit it; `truncate` ("warn", "error", "silent") says what else happens (see `check_text_lengths`)."""
-    check_text_lengths(tokenizer, texts, truncate)
-    device = model.device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
-        features = model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
-        out.append(torch.nn.functional.normalize(features.float(), dim=-1))
-    return torch.cat(out) if out else torch.empty(0, model.config.projection_dim)
-
-
-@torch.no_grad()
-def encode_images(
-    model: Any,
-    image_processor: Any,
-    images: Sequence[Any],
-    batch_size: int = 128,
-    on_batch: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """L2-normalised image embeddings [len(images), D] in float32; images as PIL images, paths or arrays.
-    `on_batch(n)` is called after each batch of n images (for progress bars)."""
-    device, dtype = model.device, model.dtype
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = list(images[start : start + batch_size])
-        pixels = image_processor(batch, return_tensors="pt")["pixel_values"]
-        features = model.get_image_features(pixels.to(device, dtype))
-        out.append(torch.nn.functional.normalize(features.float(), dim=-1))
-        if on_batch is not None:
-            on_batch(len(batch))
-    return torch.cat(out) if out else torch.empty(0, model.config.projection_dim)
 
 
 def zero_shot_classifier(
@@ -125,13 +34,14 @@ def zero_shot_classifier(
     truncate: str = "warn",
 ) -> torch.Tensor:
     """Class embeddings [C, D]: each class's prompts embedded, averaged and renormalised (prompt ensembling).
-    `truncate`: what to do with a prompt longer than the context (see `check_text_lengths`)."""
+    The default prompts are `torchclip.templates.DEFAULT_TEMPLATES`, as for `ZeroShotClassifier`.
+    `truncate`: what to do with a prompt longer than the context (see `torchclip.embed.check_text_lengths`)."""
     if not classnames:
         raise ValueError("zero-shot classification needs at least one class name")
     if not templates:
         raise ValueError("zero-shot classification needs at least one prompt template")
     texts = [_fill(template, name) for name in classnames for template in templates]
-    features = encode_texts(model, tokenizer, texts, truncate=truncate).view(len(classnames), len(templates), -1)
+    features = embed_texts(model, tokenizer, texts, truncate=truncate).view(len(classnames), len(templates), -1)
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
 
@@ -161,7 +71,7 @@ def zero_shot_accuracy(
 ) -> dict[str, float]:
     """Zero-shot top-K accuracy of `model` on labelled images (labels index `classnames`)."""
     classifier = zero_shot_classifier(model, processor.tokenizer, classnames, templates)
-    features = encode_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
+    features = embed_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
     return topk_accuracy(features, classifier, labels, ks)
 
 
@@ -201,8 +111,8 @@ def retrieval_metrics(
     """Recall@K of `model` on (image, caption) pairs, caption i describing image i."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    image_features = encode_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
-    text_features = encode_texts(model, processor.tokenizer, captions, truncate=truncate)
+    image_features = embed_images(model, processor.image_processor, images, batch_size, on_batch=on_batch)
+    text_features = embed_texts(model, processor.tokenizer, captions, truncate=truncate)
     return retrieval_recall(image_features, text_features, ks=ks)
 
 

@@ -1,4 +1,4 @@
-"""Where a `from_pretrained` argument points: a local folder, or a model-hub id.
+"""Where a checkpoint lives: a local folder, a model-hub id, or the model bundled with torchclip.
 
 Hub ids resolve through `huggingface_hub` when it is installed (online, or from its cache when
 offline). torchclip never needs the hub: a local folder always works.
@@ -10,6 +10,12 @@ import os
 from pathlib import Path
 
 WEIGHT_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.bin", "*.md"]
+
+
+def bundled_model_path() -> Path:
+    """The small CLIP trained by this project, shipped inside the package (see its model card): the
+    default model of every `torchclip` command and of `torchclip.pipeline`."""
+    return Path(__file__).resolve().parent / "data" / "default_model"
 
 
 def resolve_folder(name_or_path: str | os.PathLike, *, what: str = "checkpoint") -> Path:

@@ -1,14 +1,15 @@
-"""Embedding many image files while keeping the model busy.
+"""Reading many image files while the model stays busy: finding them, and decoding them in worker
+processes into batches of 8-bit pixels on the model's device (`pixel_batches`; `torchclip.embed`
+turns those into embeddings).
 
 Decoding a JPEG and resizing it costs a few milliseconds of CPU per photo; run in the same thread as the
 model, that time is added to every batch. Here `torch.utils.data.DataLoader` worker processes decode and
 preprocess the next batches while the main process runs the model on the current one, so end to end the
 model waits for pixels only when the workers cannot keep up.
 
-Two details keep the hand-over cheap: workers send 8-bit pixels (a quarter of the bytes of float32), and
-rescaling + normalisation happen in the main process on the model's device, with the image processor's
-own per-channel `pixel * scale + shift` (one fused `addcmul`), so on the CPU the pixels are the same as
-`image_processor(path)` gives.
+Workers send 8-bit pixels (`CLIPImageProcessor.uint8_pixels`, a quarter of the bytes of float32); the
+process running the model finishes them with the processor's own `rescale_and_normalize` on the model's
+device, so on the CPU the pixels are the same as `image_processor(path)` gives.
 
 Batches come back in the order of the input list (the DataLoader's default in-order delivery), and a file
 that cannot be decoded is reported with its error and skipped; it never stops the run.
@@ -16,8 +17,8 @@ that cannot be decoded is reported with its error and skipped; it never stops th
 On a CUDA device the batches are pinned and copied asynchronously while the workers prefetch the next ones.
 With `fast_jpeg_decode` on a CUDA device (`torchclip embed --device cuda --fast-decode`) the workers only read
 the files' bytes: JPEGs are decoded on the GPU (torchvision's nvJPEG `decode_jpeg`), other formats by Pillow,
-and resizing, cropping and normalisation run on the GPU with torch's antialiased bicubic, the approximate
-path (`resize_and_crop_tensor`; its distance from the exact pixels is measured by benchmarks/gpu_check.py).
+and resizing and cropping run on the GPU with torch's antialiased bicubic, the approximate path
+(`resize_and_crop_tensor`; its distance from the exact pixels is measured by benchmarks/gpu_check.py).
 Without a GPU or torchvision, the same call runs the CPU path.
 """
 
@@ -27,7 +28,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchclip.image_processor import _crop_box, _resized_size
 
 __all__ = [
-    "EmbeddedBatch",
-    "FolderEmbeddings",
+    "IMAGE_EXTENSIONS",
     "ImageFiles",
+    "PixelBatch",
     "default_num_workers",
-    "embed_folder",
-    "embed_image_files",
     "find_images",
     "is_image_file",
+    "pixel_batches",
     "resize_and_crop_tensor",
 ]
 
@@ -103,53 +103,39 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            pixels = self.image_processor(
-                self.paths[index], return_tensors="pt", num_workers=1, do_rescale=False, do_normalize=False
-            )["pixel_values"][0]
+            pixels = self.image_processor.uint8_pixels(self.paths[index], num_workers=1)[0]
         except (ValueError, OSError, TypeError) as exc:  # the processor's message names the file; keep the why
             return index, None, str(exc).removeprefix(f"image #0 ({str(self.paths[index])!r}): ")
-        return index, pixels.to(torch.uint8), None
+        return index, pixels, None
 
 
 @dataclass
-class _PixelBatch:
+class PixelBatch:
+    """One batch of decoded files: `pixels[i]` (8-bit values [3, h, w], not yet rescaled or normalised;
+    None when every file failed) is input `indices[i]`; `failures` are (index, error)."""
+
     indices: list[int]
     pixels: torch.Tensor | None
     failures: list[tuple[int, str]]
 
-    def pin_memory(self) -> _PixelBatch:  # called by the DataLoader's pinning thread when pin_memory=True
+    def pin_memory(self) -> PixelBatch:  # called by the DataLoader's pinning thread when pin_memory=True
         if self.pixels is not None:
             self.pixels = self.pixels.pin_memory()
         return self
 
 
-def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> _PixelBatch:
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> PixelBatch:
     good = [(index, pixels) for index, pixels, _ in items if pixels is not None]
     failures = [(index, error) for index, pixels, error in items if pixels is None]
     pixels = torch.stack([p for _, p in good]) if good else None
-    return _PixelBatch([index for index, _ in good], pixels, failures)
-
-
-@dataclass
-class EmbeddedBatch:
-    """One batch of results: `features[i]` belongs to input `indices[i]`; `failures` are (index, error)."""
-
-    indices: list[int]
-    features: torch.Tensor
-    failures: list[tuple[int, str]] = field(default_factory=list)
+    return PixelBatch([index for index, _ in good], pixels, failures)
 
 
 def default_num_workers() -> int:
-    """Decoding processes to run beside the model: one per CPU core, at most 8. On the 2-core machine
-    here two workers beat one by 10-12% end to end (fp32 and bf16; benchmarks/bench_embed_folder.py):
-    with the model's threads on the same cores, a second worker wins decoding a fairer share of them."""
+    """Decoding processes to run beside the model: one per CPU core, at most 8. Even on 2 cores two
+    workers beat one end to end (benchmarks/bench_embed_folder.py; docs/performance.md): with the model's
+    threads on the same cores, a second worker wins decoding a fairer share of them."""
     return max(1, min(8, os.cpu_count() or 1))
-
-
-def _scale_and_shift(image_processor: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The processor's own rescale + normalise as one per-channel multiply-add, shaped [3, 1, 1]."""
-    scale, shift = image_processor._scale_and_shift()
-    return scale[:, None, None], shift[:, None, None]
 
 
 class FileBytes(Dataset):
@@ -239,25 +225,20 @@ def _decode_on_device(
     return indices, torch.stack(pixels) if pixels else None, sorted(failures)
 
 
-def embed_image_files(
-    model: Any,
-    image_processor: Any,
+def pixel_batches(
     paths: Sequence[str | os.PathLike],
+    image_processor: Any,
+    device: torch.device,
     batch_size: int = 32,
     num_workers: int | None = None,
-    normalize: bool = True,
-    on_batch: Callable[[int], None] | None = None,
-) -> Iterator[EmbeddedBatch]:
-    """Embed image files in order, batch by batch, with decoding in `num_workers` processes (0: in this
-    process) overlapped with the model. Yields `EmbeddedBatch`es whose indices point into `paths`;
-    embeddings are float32 and L2-normalised unless `normalize=False`. `on_batch(n)` is called with the
-    number of files each batch consumed (for progress bars)."""
+) -> Iterator[PixelBatch]:
+    """The files decoded in order, batch by batch, by `num_workers` processes (0: in this process; default:
+    `default_num_workers`), with their 8-bit pixels on `device`, while the caller works on the last batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     workers = default_num_workers() if num_workers is None else num_workers
     batches = math.ceil(len(paths) / batch_size)
     workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
-    device, dtype = model.device, model.dtype
     on_device = _decodes_on_device(device, image_processor)
     loader = DataLoader(
         FileBytes(paths) if on_device else ImageFiles(paths, image_processor),
@@ -267,50 +248,9 @@ def embed_image_files(
         pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,
     )
-    scale, shift = (t.to(device) for t in _scale_and_shift(image_processor))
-    with torch.inference_mode():
-        for batch in loader:
-            if on_device:
-                batch = _PixelBatch(*_decode_on_device(batch, device, image_processor))
-            if batch.pixels is None:
-                features = torch.empty(0, model.config.projection_dim)
-            else:
-                # the processor's own fused multiply-add (image_processor._normalise), on the device
-                pixels = torch.addcmul(shift, batch.pixels.to(device, non_blocking=True), scale)
-                features = model.get_image_features(pixels.to(dtype)).float()
-                if normalize:
-                    features = torch.nn.functional.normalize(features, dim=-1)
-                features = features.cpu()
-            if on_batch is not None:
-                on_batch(len(batch.indices) + len(batch.failures))
-            yield EmbeddedBatch(batch.indices, features, batch.failures)
-
-
-@dataclass
-class FolderEmbeddings:
-    """`features[i]` is the embedding of `paths[i]`; `failures` lists (path, error) of skipped files."""
-
-    paths: list[Path]
-    features: torch.Tensor
-    failures: list[tuple[Path, str]]
-
-
-def embed_folder(
-    model: Any,
-    processor: Any,
-    folder: str | os.PathLike,
-    batch_size: int = 32,
-    num_workers: int | None = None,
-    normalize: bool = True,
-) -> FolderEmbeddings:
-    """Embed every image under `folder` (see `find_images`), in sorted path order; unreadable files are
-    listed in `failures`, not fatal. `processor` may be a CLIPProcessor or a CLIPImageProcessor."""
-    image_processor = getattr(processor, "image_processor", processor)
-    files = find_images(folder)
-    paths, chunks, failures = [], [], []
-    for batch in embed_image_files(model, image_processor, files, batch_size, num_workers, normalize):
-        paths += [files[i] for i in batch.indices]
-        chunks.append(batch.features)
-        failures += [(files[i], error) for i, error in batch.failures]
-    features = torch.cat(chunks) if chunks else torch.empty(0, model.config.projection_dim)
-    return FolderEmbeddings(paths, features, failures)
+    for batch in loader:
+        if on_device:
+            batch = PixelBatch(*_decode_on_device(batch, device, image_processor))
+        elif batch.pixels is not None:
+            batch.pixels = batch.pixels.to(device, non_blocking=True)
+        yield batch

@@ -287,13 +287,42 @@ class CLIPImageProcessor:
         """
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        unknown = sorted(set(overrides) - set(self.to_dict()) - _METADATA_KEYS)
-        if unknown:
-            raise TypeError(f"unknown preprocessing settings {unknown}; known: {sorted(self.to_dict())}")
-        settings = self._settings(**overrides)
+        settings = self._call_settings(overrides)
         scale, shift = self._scale_and_shift(**overrides)
         if data_format not in ("channels_first", "ChannelDimension.FIRST"):
             raise ValueError(f"data_format must be 'channels_first' (CLIP's pixel_values), got {data_format!r}")
+        arrays = self._resize_and_crop_all(images, settings, num_workers, input_data_format)
+        if return_tensors is None:
+            return BatchFeature(pixel_values=[_normalise(array[None], scale, shift)[0].numpy() for array in arrays])
+        pixel_values = _normalise(_stack(arrays), scale, shift)
+        return BatchFeature(pixel_values=pixel_values if return_tensors == "pt" else pixel_values.numpy())
+
+    def uint8_pixels(self, images: ImageInput, num_workers: int | None = None, **overrides: Any) -> torch.Tensor:
+        """Steps 1-4 without the last: uint8 [N, 3, H, W], the 8-bit pixels before rescale and normalise.
+
+        What decoding workers hand to the process that runs the model (a quarter of float32's bytes);
+        `rescale_and_normalize` finishes them there, on the model's device, to exactly the pixel_values
+        a call gives. Same inputs, checks and errors as a call.
+        """
+        arrays = self._resize_and_crop_all(images, self._call_settings(overrides), num_workers, None)
+        return torch.from_numpy(_stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def rescale_and_normalize(self, pixels: torch.Tensor, **overrides: Any) -> torch.Tensor:
+        """Step 5 on 8-bit pixels [N, 3, H, W] (uint8, or float holding 0..255) on any device: float32
+        pixel_values, as one fused multiply-add per channel on the pixels' device."""
+        scale, shift = (values.to(pixels.device) for values in self._scale_and_shift(**overrides))
+        return _multiply_add(pixels, scale, shift)
+
+    def _call_settings(self, overrides: dict[str, Any]) -> _Settings:
+        unknown = sorted(set(overrides) - set(self.to_dict()) - _METADATA_KEYS)
+        if unknown:
+            raise TypeError(f"unknown preprocessing settings {unknown}; known: {sorted(self.to_dict())}")
+        return self._settings(**overrides)
+
+    def _resize_and_crop_all(
+        self, images: ImageInput, settings: _Settings, num_workers: int | None, input_data_format: str | None
+    ) -> list[np.ndarray]:
+        """Steps 1-4 for every image: uint8 [H, W, 3] arrays, decoded and resized in `num_workers` threads."""
         items = _as_list(images)
         if input_data_format is not None:
             items = [_as_channels_last(item, str(input_data_format)) for item in items]
@@ -318,18 +347,7 @@ class CLIPImageProcessor:
             first = results[failed[0]]
             more = f" ({len(failed) - 1} more image(s) also failed: {failed[1:]})" if len(failed) > 1 else ""
             raise ValueError(f"image {_describe(failed[0], items[failed[0]])}: {first}{more}") from first.__cause__
-
-        if return_tensors is None:
-            return BatchFeature(pixel_values=[_normalise(array[None], scale, shift)[0].numpy() for array in results])
-        shapes = {array.shape for array in results}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"images have different sizes after preprocessing ({sorted(shapes)}), so they cannot be "
-                "stacked: turn on do_center_crop, resize to {'height', 'width'}, or pass return_tensors=None"
-            )
-        batch = np.stack(results) if results else np.zeros((0, 0, 0, 3), np.uint8)
-        pixel_values = _normalise(batch, scale, shift)
-        return BatchFeature(pixel_values=pixel_values if return_tensors == "pt" else pixel_values.numpy())
+        return results
 
 
 class CLIPFeatureExtractor(CLIPImageProcessor):
@@ -339,12 +357,28 @@ class CLIPFeatureExtractor(CLIPImageProcessor):
 # ---------------------------------------------------------------------- pixel arithmetic
 
 
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Same-sized uint8 [H, W, C] arrays -> one [N, H, W, C] batch; an error saying what to change if not."""
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images have different sizes after preprocessing ({sorted(shapes)}), so they cannot be "
+            "stacked: turn on do_center_crop, resize to {'height', 'width'}, or pass return_tensors=None"
+        )
+    return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)
+
+
 def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel: rescale and
-    normalise in one fused pass over the whole batch, reading the 8-bit pixels once (within 3e-7 of
-    divide-subtract-divide)."""
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel, reading the
+    8-bit pixels once."""
     pixels = torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2)
-    out = torch.empty(pixels.shape, dtype=torch.float32)
+    return _multiply_add(pixels, scale, shift, out=torch.empty(pixels.shape, dtype=torch.float32))
+
+
+def _multiply_add(
+    pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rescale and normalise [N, C, H, W] pixels in one fused pass (within 3e-7 of divide-subtract-divide)."""
     return torch.addcmul(shift[:, None, None], pixels, scale[:, None, None], out=out)
 
 

@@ -22,7 +22,10 @@ from typing import Any
 
 import torch
 
-from torchclip.evaluate import check_finite, encode_images, zero_shot_classifier
+from torchclip.convert import load
+from torchclip.embed import check_finite, embed_images
+from torchclip.evaluate import zero_shot_classifier
+from torchclip.hub import bundled_model_path
 from torchclip.templates import get_templates
 
 __all__ = ["ZeroShotClassifier", "ZeroShotImageClassificationPipeline", "pipeline"]
@@ -36,7 +39,7 @@ class ZeroShotClassifier:
     `templates`: a template set's name ("default", "imagenet" for the paper's 80, "imagenet-7", "photo",
     "none"; see `torchclip.templates`) or a list of strings with `{}` where the label goes.
     `truncate`: what to do with a prompt longer than the model's context ("warn", "error", "silent"; it
-    is cut to fit in any case, see `torchclip.evaluate.check_text_lengths`).
+    is cut to fit in any case, see `torchclip.embed.check_text_lengths`).
     """
 
     def __init__(
@@ -92,7 +95,7 @@ class ZeroShotClassifier:
 
     def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
         """L2-normalised embeddings [N, D] of images (PIL images, paths, bytes or arrays), in batches."""
-        return encode_images(self.model, self.processor.image_processor, list(images), self.batch_size)
+        return embed_images(self.model, self.processor.image_processor, list(images), self.batch_size)
 
     def __call__(self, images: Any, top_k: int | None = None) -> Ranking | list[Ranking]:
         """Rank the labels for one image (returns one ranking) or a list of images (a list of rankings)."""
@@ -143,9 +146,6 @@ def pipeline(
     if task != "zero-shot-image-classification":
         raise ValueError(f"unsupported task {task!r}; torchclip.pipeline supports 'zero-shot-image-classification'")
     if model is None or isinstance(model, (str, os.PathLike)):
-        from torchclip.cli.common import bundled_model_path
-        from torchclip.convert import load
-
         model, loaded_processor = load(model or bundled_model_path(), device=device, dtype=dtype)
         processor = processor or loaded_processor
     elif processor is None:

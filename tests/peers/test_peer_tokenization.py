@@ -12,7 +12,7 @@ import unittest
 from targets import target_class
 from transformers_tests.test_tokenization_common import TokenizerTesterMixin
 
-from torchclip.cli.common import bundled_model_path
+from torchclip.hub import bundled_model_path
 
 
 class CLIPTokenizationTest(TokenizerTesterMixin, unittest.TestCase):

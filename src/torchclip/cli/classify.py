@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
+from torchclip.cli.common import (
+    add_model_options,
+    add_templates_option,
+    add_truncate_option,
+    chosen_templates,
+    load_model_and_processor,
+)
 from torchclip.display import printable, shorten
 
 LABEL_COLUMN = 60  # characters of each label shown in the table (JSON has them whole)
@@ -36,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", nargs="+", help="the candidate labels")
     labels.add_argument("--labels-file", help="a text file with one label per line")
-    parser.add_argument("--templates", nargs="+", default=["default"], help="template set name or templates with {}")
+    add_templates_option(parser)
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,27 +94,23 @@ def progress_bar(total: int, quiet: bool, unit: str = "img"):  # -> tqdm
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from torchclip.image_files import embed_image_files
+    from torchclip.embed import embed_image_files, join_batches
     from torchclip.zero_shot import ZeroShotClassifier
 
     labels = args.labels or read_labels(args.labels_file)
-    templates = args.templates[0] if len(args.templates) == 1 else args.templates
+    templates = chosen_templates(args)
     images, failures = usable_images(args.images)
     model, processor = load_model_and_processor(args)
     classifier = ZeroShotClassifier(
         model, processor, labels, templates, batch_size=args.batch_size, truncate=args.truncate
     )
     classifier.class_embeddings  # noqa: B018 (built now: a bad label or template fails before the images)
-    indices, features = [], []
     with progress_bar(len(images), args.quiet) as bar:
-        for batch in embed_image_files(model, processor.image_processor, images, args.batch_size, on_batch=bar.update):
-            indices += batch.indices
-            features.append(batch.features)
-            failures += [(images[i], error) for i, error in batch.failures]
-    rankings = classifier.rank(torch.cat(features), args.top_k) if indices else []
-    results = [{"image": printable(images[i]), "labels": ranking} for i, ranking in zip(indices, rankings)]
+        batches = embed_image_files(model, processor.image_processor, images, args.batch_size, on_batch=bar.update)
+        embedded = join_batches(batches, model.config.projection_dim)
+    failures += [(images[i], error) for i, error in embedded.failures]
+    rankings = classifier.rank(embedded.features, args.top_k) if embedded.indices else []
+    results = [{"image": printable(images[i]), "labels": ranking} for i, ranking in zip(embedded.indices, rankings)]
     if args.json:
         errors = [{"image": printable(path), "error": printable(error)} for path, error in failures]
         print(json.dumps(results + errors, indent=2))

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from torchclip.hub import bundled_model_path
+from torchclip.templates import get_templates
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,11 +31,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["torch", "onnx"],
         help="onnx: run in ONNX Runtime; --model is then a folder from `torchclip export MODEL OUT --format onnx`",
     )
-
-
-def bundled_model_path() -> Path:
-    """The small CLIP trained by this project, shipped inside the package (see its model card)."""
-    return Path(__file__).resolve().parent.parent / "data" / "default_model"
 
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -73,3 +71,17 @@ def add_truncate_option(parser: argparse.ArgumentParser) -> None:
         default="warn",
         help="a text longer than the model's context (77 tokens) is cut to fit: warn (default), error, silent",
     )
+
+
+def add_templates_option(parser: argparse.ArgumentParser, what: str = "label") -> None:
+    parser.add_argument(
+        "--templates",
+        nargs="+",
+        default=["default"],
+        help=f"a template set (default, imagenet, imagenet-7, photo, none) or templates with {{}} for the {what}",
+    )
+
+
+def chosen_templates(args: argparse.Namespace) -> list[str]:
+    """--templates as prompts: one set's name (see `torchclip.templates`), or the templates given."""
+    return get_templates(args.templates[0] if len(args.templates) == 1 else args.templates)

@@ -1,4 +1,13 @@
-"""`torchclip embed`: embed a photo collection (or captions) into a store that later runs keep up to date."""
+"""`torchclip embed`: embed a photo collection (or captions) into a store that later runs keep up to date.
+
+Under torchrun, one process per rank, through the package's `python -m torchclip.cli` (= `torchclip`):
+
+    torchrun --nproc_per_node 4 -m torchclip.cli embed PHOTOS --out STORE
+
+Each process embeds every 4th file not yet in the store and rank 0 merges their parts. Across machines,
+run torchrun on each with --nnodes/--node_rank/--rdzv_endpoint as usual; STORE must be on a file system
+every machine sees.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ EXAMPLES = """examples:
   torchclip embed list.txt --out picked.emb                # image paths listed one per line
   torchclip embed captions.csv --texts --column caption --out captions.emb
   torchclip embed --vectors vectors.npy --keys keys.txt --out mine.emb   # bring your own embeddings
-  torchrun --nproc_per_node 4 -m torchclip.embed ~/Pictures --out pictures.emb   # 4 processes share the work
+  torchrun --nproc_per_node 4 -m torchclip.cli embed ~/Pictures --out pictures.emb   # 4 processes share it
 
 An interrupted run resumes where it stopped when started again with the same --out (rows are committed
 every --commit-every rows or 30 seconds). Files that cannot be read are listed in OUT/failures.json and
@@ -102,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed
 
     from torchclip.distributed import init_distributed
-    from torchclip.evaluate import check_text_lengths
+    from torchclip.embed import check_text_lengths
     from torchclip.store import EmbeddingStore, image_items, text_items, update_store
     from torchclip.store.update import validate_options
 

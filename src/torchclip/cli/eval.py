@@ -7,17 +7,28 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, add_truncate_option, bundled_model_path, load_model_and_processor
+from torchclip.cli.common import (
+    add_model_options,
+    add_templates_option,
+    add_truncate_option,
+    bundled_model_path,
+    chosen_templates,
+    load_model_and_processor,
+)
 from torchclip.display import printable
 
 EXAMPLES = """examples:
   torchclip eval --task zeroshot --data synthetic-heldout       # the bundled model on unseen colour x shape pairs
+  torchclip eval --model runs/ft/model --task zeroshot --data imagenet_val/ --templates imagenet
   torchclip eval --model runs/ft/model --task zeroshot --data imagenet_val/ --templates "a photo of a {}."
   torchclip eval --model runs/ft/model --task retrieval --data val_pairs.csv --json metrics.json
 
 --data for zeroshot: synthetic-heldout, synthetic-seen, or a folder with one sub-folder of images per class
 (the sub-folder name, with '_' read as a space, is the class name). For retrieval: synthetic, a .csv/.tsv of
 (path, caption), a folder of images with same-named .txt captions, or tar shards.
+
+--templates takes what `torchclip classify --templates` takes (default: the "default" set); the synthetic
+data brings its own prompts.
 
 Unreadable images are skipped, counted ("skipped" in the metrics) and listed on stderr (exit 1); 200
 unusable samples in a row stop the run with an error. A progress bar shows on a terminal (--quiet: none).
@@ -35,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_options(parser)
     parser.add_argument("--task", choices=["zeroshot", "retrieval"], required=True)
     parser.add_argument("--data", required=True, help="what to evaluate on (see below)")
-    parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {} for the class name")
+    add_templates_option(parser, what="class name")
     parser.add_argument("--per-class", type=int, default=50, help="synthetic zero-shot: images per class")
     parser.add_argument("--num-samples", type=int, default=1000, help="retrieval: pairs to use (at most)")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the synthetic evaluation images")
@@ -46,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    from torchclip.train.data import IMAGE_EXTENSIONS
+    from torchclip.image_files import IMAGE_EXTENSIONS
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
@@ -94,27 +105,21 @@ def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple
 
 def _embed_paths(model, processor, paths: list[Path], batch_size: int, quiet: bool):
     """Embeddings of the image files that decode, their indices in `paths`, and (index, error) of the others."""
-    import torch
-
     from torchclip.cli.classify import progress_bar
-    from torchclip.image_files import embed_image_files
+    from torchclip.embed import embed_image_files, join_batches
 
-    indices, features, failures = [], [], []
     with progress_bar(len(paths), quiet) as bar:
-        for batch in embed_image_files(model, processor.image_processor, paths, batch_size, on_batch=bar.update):
-            indices += batch.indices
-            features.append(batch.features)
-            failures += batch.failures
-    return torch.cat(features), indices, failures
+        batches = embed_image_files(model, processor.image_processor, paths, batch_size, on_batch=bar.update)
+        embedded = join_batches(batches, model.config.projection_dim)
+    return embedded.features, embedded.indices, embedded.failures
 
 
 def run(args: argparse.Namespace) -> int:
     from torchclip import evaluate
     from torchclip.cli.classify import progress_bar
     from torchclip.datasets.synthetic import SyntheticCaptions
-    from torchclip.templates import get_templates
 
-    templates = get_templates(args.templates) if args.templates else None  # a bad template fails first
+    templates = chosen_templates(args)  # a bad template fails first
     model, processor = load_model_and_processor(args)
     skipped: list[str] = []
     if args.task == "zeroshot":
@@ -127,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 )
         else:
             paths, labels, classes = _image_folder(Path(args.data))
-            classifier = evaluate.zero_shot_classifier(
-                model, processor.tokenizer, classes, templates or evaluate.DEFAULT_TEMPLATES, truncate=args.truncate
-            )
+            classifier = evaluate.zero_shot_classifier(model, processor.tokenizer, classes, templates, args.truncate)
             features, indices, failures = _embed_paths(model, processor, paths, args.batch_size, args.quiet)
             if not indices:
                 raise ValueError(f"{args.data}: none of its {len(paths)} images could be read")

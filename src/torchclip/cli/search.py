@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchclip.evaluate import encode_images, encode_texts
+    from torchclip.embed import embed_images, embed_texts
     from torchclip.store import EmbeddingStore, model_fingerprint
 
     if not args.queries and not args.image:
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         parts = []
         if args.queries:
-            parts.append(encode_texts(model, processor.tokenizer, args.queries, args.batch_size, args.truncate))
+            parts.append(embed_texts(model, processor.tokenizer, args.queries, args.batch_size, args.truncate))
         if args.image:
-            parts.append(encode_images(model, processor.image_processor, args.image, args.batch_size))
+            parts.append(embed_images(model, processor.image_processor, args.image, args.batch_size))
     queries = [*args.queries, *(f"image {image}" for image in args.image)]
     hits = store.search(torch.cat(parts).cpu(), args.k, exact=args.exact, where=args.where)
     if args.json:

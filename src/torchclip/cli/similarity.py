@@ -64,24 +64,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from torchclip.cli.classify import progress_bar, read_labels, usable_images
-    from torchclip.evaluate import check_finite, encode_texts
-    from torchclip.image_files import embed_image_files
+    from torchclip.embed import check_finite, embed_image_files, embed_texts, join_batches
 
     texts = args.texts or read_labels(args.texts_file, what="texts")
     candidates, failures = usable_images(args.images)
     model, processor = load_model_and_processor(args)
     with torch.inference_mode():
-        text_features = encode_texts(model, processor.tokenizer, texts, args.batch_size, truncate=args.truncate)
-    indices, features = [], []
+        text_features = embed_texts(model, processor.tokenizer, texts, args.batch_size, truncate=args.truncate)
     with progress_bar(len(candidates), args.quiet) as bar:
         batches = embed_image_files(model, processor.image_processor, candidates, args.batch_size, on_batch=bar.update)
-        for batch in batches:
-            indices += batch.indices
-            features.append(batch.features)
-            failures += [(candidates[i], error) for i, error in batch.failures]
-    images = [candidates[i] for i in indices]
-    image_features = torch.cat(features) if features else torch.empty(0, text_features.shape[1])
-    similarity = check_finite(model, text_features @ image_features.t(), "similarities").cpu().numpy()
+        embedded = join_batches(batches, text_features.shape[1])
+    failures += [(candidates[i], error) for i, error in embedded.failures]
+    images = [candidates[i] for i in embedded.indices]
+    similarity = text_features.cpu() @ embedded.features.t()  # image embeddings come back on the CPU
+    similarity = check_finite(model, similarity, "similarities").numpy()
     if args.json:
         shown = [printable(image) for image in images]
         print(

@@ -94,7 +94,8 @@ def agreement_with(
     top-1 accuracies, the fraction of images given the same class, and the cosine of the two models'
     image and class embeddings (mean and min)."""
     from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
-    from torchclip.evaluate import encode_images, synthetic_templates, zero_shot_classifier
+    from torchclip.embed import embed_images
+    from torchclip.evaluate import synthetic_templates, zero_shot_classifier
 
     classes = [composition_name(c, s) for c, s in all_compositions()]
     world = SyntheticCaptions(seed=seed, split=split, image_size=reference.config.vision_config.image_size)
@@ -103,7 +104,7 @@ def agreement_with(
     results, embeddings = {}, {}
     for name, candidate in (("model", model), ("reference", reference)):
         class_embeds = zero_shot_classifier(candidate, processor.tokenizer, classes, synthetic_templates())
-        image_embeds = encode_images(candidate, processor.image_processor, images)
+        image_embeds = embed_images(candidate, processor.image_processor, images)
         embeddings[name] = (image_embeds, class_embeds)
         results[name] = (image_embeds @ class_embeds.t()).argmax(dim=-1)
     truth = torch.tensor(labels)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from torchclip.evaluate import encode_texts
+from torchclip.embed import embed_pixels, embed_texts
 
 __all__ = ["MicroBatcher", "QueueFull", "pixels_of", "query_encoder", "searcher"]
 
@@ -146,10 +146,9 @@ def query_encoder(model: Any, processor: Any, **options: Any) -> MicroBatcher:
     def embed(kind: Hashable, payloads: list[Any]) -> np.ndarray:
         with torch.inference_mode():
             if kind == "text":
-                vectors = encode_texts(model, processor.tokenizer, payloads)
+                vectors = embed_texts(model, processor.tokenizer, payloads)
             else:
-                pixels = torch.stack(payloads).to(model.device, model.dtype)
-                vectors = torch.nn.functional.normalize(model.get_image_features(pixels).float(), dim=-1)
+                vectors = embed_pixels(model, torch.stack(payloads))
         return vectors.cpu().numpy()
 
     return MicroBatcher("query", embed, **options)

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from torchclip.captions import CAPTION_COLUMNS, first_column
 from torchclip.image_files import find_images
 
 __all__ = ["Item", "image_items", "image_metadata", "text_items"]
@@ -68,7 +69,7 @@ def image_items(source: str | os.PathLike, exclude: Sequence[str | os.PathLike] 
 
 def text_items(source: str | os.PathLike, column: str | None = None) -> list[Item]:
     """Captions to embed: a .txt file holds one per line; a .csv/.tsv file one per row, from the column
-    named `column` (default: the first of caption/text/title/label in a header row, else the first column).
+    named `column` (default: the first of `CAPTION_COLUMNS` in a header row, else the first column).
     Keys are `file#N` (N the 1-based line or row), so an edited line is re-embedded."""
     path = Path(source).resolve()
     if not path.is_file():
@@ -78,8 +79,8 @@ def text_items(source: str | os.PathLike, column: str | None = None) -> list[Ite
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
         header = [cell.strip().lower() for cell in rows[0]] if rows else []
-        wanted = [column.lower()] if column else ["caption", "text", "title", "label"]
-        index = next((header.index(name) for name in wanted if name in header), None)
+        wanted = [column.lower()] if column else CAPTION_COLUMNS
+        index = first_column(header, wanted)
         if column and index is None:
             raise ValueError(f"{str(path)!r}: no column named {column!r} in its header {rows[0] if rows else []}")
         start = 1 if index is not None else 0

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from torchclip.datasets.bad_samples import MAX_UNREADABLE_FILES_IN_ROW
-from torchclip.image_files import embed_image_files
+from torchclip.embed import EmbeddedBatch, embed_image_files, embed_text_batches
 from torchclip.store.sources import Item, image_metadata
 from torchclip.store.table import (
     CONFIG,
@@ -146,29 +146,14 @@ def embed_items(
     batch_size: int,
     num_workers: int | None,
     on_batch: Callable[[int], None],
-) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, str]]]]:
-    """(indices into `items`, their L2-normalised float32 embeddings, failures as (index, error)) per batch."""
+) -> Iterator[EmbeddedBatch]:
+    """The items' embeddings batch by batch, indices pointing into `items` (image files that cannot be
+    read among the batch's failures)."""
     if kind == "image":
         image_processor = getattr(processor, "image_processor", processor)
-        for batch in embed_image_files(
-            model, image_processor, [item.key for item in items], batch_size, num_workers, on_batch=on_batch
-        ):
-            yield batch.indices, batch.features, batch.failures
-        return
-    tokenizer = processor.tokenizer
-    with torch.inference_mode():
-        for start in range(0, len(items), batch_size):
-            texts = [item.text for item in items[start : start + batch_size]]
-            tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-            features = model.get_text_features(
-                tokens["input_ids"].to(model.device), tokens["attention_mask"].to(model.device)
-            )
-            on_batch(len(texts))
-            yield (
-                list(range(start, start + len(texts))),
-                torch.nn.functional.normalize(features.float(), dim=-1).cpu(),
-                [],
-            )
+        paths = [item.key for item in items]
+        return embed_image_files(model, image_processor, paths, batch_size, num_workers, on_batch=on_batch)
+    return embed_text_batches(model, processor.tokenizer, [item.text for item in items], batch_size, on_batch)
 
 
 def validate_options(
@@ -250,14 +235,12 @@ def update_store(
         bar = tqdm(total=len(mine), unit="img" if kind == "image" else "text", disable=not progress or rank != 0)
         consecutive = 0
         try:
-            for indices, features, failures in embed_items(
-                model, processor, mine, kind, batch_size, num_workers, bar.update
-            ):
-                report.failures += [(mine[i].key, error) for i, error in failures]
-                good = [mine[i] for i in indices]
+            for batch in embed_items(model, processor, mine, kind, batch_size, num_workers, bar.update):
+                report.failures += [(mine[i].key, error) for i, error in batch.failures]
+                good = [mine[i] for i in batch.indices]
                 if good:
-                    commits.add(good, features, [_row_metadata(item, kind) for item in good])
-                consecutive = _consecutive_failures(consecutive, indices, failures)
+                    commits.add(good, batch.features, [_row_metadata(item, kind) for item in good])
+                consecutive = _consecutive_failures(consecutive, batch.indices, batch.failures)
                 if consecutive >= max_consecutive_failures:
                     commits.flush()
                     _write_failures(store, folder, rank, world_size, report)

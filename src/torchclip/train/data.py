@@ -32,17 +32,17 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchclip.captions import CAPTION_COLUMNS, first_column
 from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
 from torchclip.datasets.synthetic import SyntheticCaptions
 from torchclip.display import printable
 from torchclip.distributed import Distributed
+from torchclip.image_files import IMAGE_EXTENSIONS
 from torchclip.train.config import TrainConfig
 
 log = logging.getLogger("torchclip.train")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PATH_COLUMNS = ("filepath", "image", "path", "file", "image_path", "url")
-CAPTION_COLUMNS = ("caption", "text", "title", "label")
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask")  # of a batch, in the order the towers take them
 
 
@@ -51,7 +51,7 @@ class BadSample(Exception):
 
 
 @dataclass(frozen=True)
-class Item:
+class RawSample:
     """One raw sample before decoding: its name (for logs) and what is needed to decode it."""
 
     name: str
@@ -62,10 +62,10 @@ class Source:
     """Where pairs come from. `items(epoch, stream, n_streams)` lists one stream's raw items of one epoch;
     `decode(item)` turns one into (PIL image, caption) or raises `BadSample`."""
 
-    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[Item]:
+    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[RawSample]:
         raise NotImplementedError
 
-    def decode(self, item: Item) -> tuple[Image.Image, str]:
+    def decode(self, item: RawSample) -> tuple[Image.Image, str]:
         raise NotImplementedError
 
 
@@ -94,10 +94,10 @@ class IndexedSource(Source):
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def item(self, index: int) -> Item:
+    def item(self, index: int) -> RawSample:
         raise NotImplementedError
 
-    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[Item]:
+    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[RawSample]:
         if len(self) < n_streams:
             raise ValueError(f"{len(self)} samples cannot feed {n_streams} streams (ranks x workers)")
         if self.shuffle:
@@ -129,8 +129,7 @@ class TablePairs(IndexedSource):
         if not rows:
             raise ValueError(f"{self.path}: no rows")
         header = [cell.strip().lower() for cell in rows[0]]
-        path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
-        caption_col = next((header.index(c) for c in CAPTION_COLUMNS if c in header), None)
+        path_col, caption_col = first_column(header, PATH_COLUMNS), first_column(header, CAPTION_COLUMNS)
         if path_col is not None and caption_col is not None:
             rows = rows[1:]
         else:
@@ -146,11 +145,11 @@ class TablePairs(IndexedSource):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def item(self, index: int) -> Item:
+    def item(self, index: int) -> RawSample:
         path, caption = self.rows[index]
-        return Item(path, (self.path.parent / path, caption))
+        return RawSample(path, (self.path.parent / path, caption))
 
-    def decode(self, item: Item) -> tuple[Image.Image, str]:
+    def decode(self, item: RawSample) -> tuple[Image.Image, str]:
         path, caption = item.payload
         return _open_image(path, item.name), _check_caption(caption, item.name)
 
@@ -170,11 +169,11 @@ class FolderPairs(IndexedSource):
     def __len__(self) -> int:
         return len(self.images)
 
-    def item(self, index: int) -> Item:
+    def item(self, index: int) -> RawSample:
         path = self.images[index]
-        return Item(str(path.relative_to(self.folder)), path)
+        return RawSample(str(path.relative_to(self.folder)), path)
 
-    def decode(self, item: Item) -> tuple[Image.Image, str]:
+    def decode(self, item: RawSample) -> tuple[Image.Image, str]:
         path: Path = item.payload
         try:
             caption = path.with_suffix(".txt").read_text(encoding="utf-8")
@@ -214,7 +213,7 @@ class TarShards(Source):
         self.shards = expand_shards(spec)
         self.seed = seed
 
-    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[Item]:
+    def items(self, epoch: int, stream: int, n_streams: int) -> Iterator[RawSample]:
         order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
         shards = [self.shards[i] for i in order.tolist()]
         if len(shards) >= n_streams:  # whole shards per stream
@@ -226,7 +225,7 @@ class TarShards(Source):
                     if k % n_streams == stream:
                         yield item
 
-    def _samples(self, shard: str) -> Iterator[Item]:
+    def _samples(self, shard: str) -> Iterator[RawSample]:
         """Consecutive members with the same key (the name up to the first dot) form one sample."""
         key, files = None, {}
         try:
@@ -240,7 +239,7 @@ class TarShards(Source):
                     stem, _, ext = base.partition(".")
                     member_key = os.path.join(folder, stem)
                     if member_key != key and key is not None:
-                        yield Item(f"{shard}:{key}", files)
+                        yield RawSample(f"{shard}:{key}", files)
                         files = {}
                     key = member_key
                     handle = tar.extractfile(member)
@@ -248,9 +247,9 @@ class TarShards(Source):
         except (OSError, tarfile.TarError) as exc:
             log.warning("skipping the rest of shard %s: %s", shard, exc)
         if key is not None:
-            yield Item(f"{shard}:{key}", files)
+            yield RawSample(f"{shard}:{key}", files)
 
-    def decode(self, item: Item) -> tuple[Image.Image, str]:
+    def decode(self, item: RawSample) -> tuple[Image.Image, str]:
         files: dict[str, bytes] = item.payload
         image = next((files[ext] for ext in files if "." + ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS), None)
         if image is None:
@@ -274,10 +273,10 @@ class SyntheticSource(IndexedSource):
     def __len__(self) -> int:
         return len(self.world)
 
-    def item(self, index: int) -> Item:
-        return Item(f"synthetic:{index}", index)
+    def item(self, index: int) -> RawSample:
+        return RawSample(f"synthetic:{index}", index)
 
-    def decode(self, item: Item) -> tuple[Image.Image, str]:
+    def decode(self, item: RawSample) -> tuple[Image.Image, str]:
         return self.world.example(item.payload)
 
 
@@ -372,7 +371,7 @@ class PairBatches(IterableDataset):
             f"gave up after trying {tried} ({good} usable); the last: {last}"
         )
 
-    def _raw(self, stream: int, start: int) -> Iterator[tuple[int, Item]]:
+    def _raw(self, stream: int, start: int) -> Iterator[tuple[int, RawSample]]:
         """(position after the item, item) of one stream, from raw position `start` on, across epochs."""
         global_stream = self.rank * self.num_streams + stream
         n_streams = self.world_size * self.num_streams
