@@ -72,6 +72,7 @@ DEFAULT_SUBSET = (
     "test_peer_processing.py::CLIPProcessorTest::test_unstructured_kwargs_0_images",
     "test_peer_processing.py::CLIPProcessorTest::test_structured_kwargs_nested_from_dict_0_images",
     "test_peer_processing.py::CLIPProcessorTest::test_overlapping_text_image_kwargs_handling_0_images",
+    "test_peer_processing.py::CLIPProcessorTest::test_subprocessor_defaults_preserved_by_kwargs_0_images",
 )
 
 
