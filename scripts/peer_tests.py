@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPATIBILITY = ROOT / "docs" / "compatibility.md"
+# pytest's exit codes when the tests ran (all passed / some failed); any other one (no test collected, e.g.
+# without the sdist; interrupted; internal or usage error) means there is nothing to compare
+PYTEST_RAN = (0, 1)
 
 
 def run(target: str, extra: list[str], report: Path) -> int:
@@ -74,10 +77,14 @@ def main() -> int:
         if not args.compare:
             return run(args.target, args.pytest_args, folder / f"{args.target}.xml")
         ours_report, theirs_report = folder / "torchclip.xml", folder / "transformers.xml"
-        if not (args.reuse_reference and theirs_report.is_file()):
-            run("transformers", args.pytest_args, theirs_report)
-        if not (args.reuse_ours and ours_report.is_file()):
-            run("torchclip", args.pytest_args, ours_report)
+        for target, report, reuse in [("transformers", theirs_report, args.reuse_reference),
+                                      ("torchclip", ours_report, args.reuse_ours)]:  # fmt: skip
+            if reuse and report.is_file():
+                continue
+            code = run(target, args.pytest_args, report)
+            if code not in PYTEST_RAN:
+                print(f"pytest on {target} exited {code}: the peer tests did not run (see above)")
+                return code or 1
         ours, theirs = outcomes(ours_report), outcomes(theirs_report)
     listed = listed_tests()
     regressions = sorted(n for n, result in theirs.items() if result == "passed" and ours.get(n) != "passed")

@@ -114,3 +114,57 @@ def test_transformers_reads_our_folder_and_we_read_its_folder(processor, tmp_pat
     again = loaded(text=TEXTS, images=photos(), return_tensors="pt", padding=True)
     assert torch.equal(again.input_ids, expected.input_ids)
     assert max_diff(again.pixel_values, expected.pixel_values) <= TOL
+
+
+# (tokenizer init keys, call keys): a tokenizer built with call options makes them the processor's defaults,
+# below anything the call gives, as transformers' ProcessorMixin does
+TOKENIZER_DEFAULTS_CASES = [
+    ({"padding": "max_length", "max_length": 20}, {}),
+    ({"padding": "max_length", "max_length": 20}, {"padding": False}),
+    ({"padding": "max_length", "max_length": 20}, {"max_length": 12}),
+    ({"padding": "max_length", "max_length": 20}, {"text_kwargs": {"max_length": 14}}),
+    ({"padding": "max_length", "max_length": 20}, {"return_tensors": "pt"}),
+    ({"padding": "longest", "max_length": 4, "truncation": True}, {}),
+    ({"model_max_length": 20}, {"padding": "max_length"}),
+    ({"padding": "max_length", "max_length": 13, "padding_side": "left"}, {}),
+    ({"return_tensors": "pt", "padding": True}, {}),
+    ({}, {"padding": True}),
+]
+
+
+def as_lists(ids: torch.Tensor | list) -> list:
+    """Rows of ids as lists (rows may differ in length where nothing pads them)."""
+    return ids.tolist() if isinstance(ids, torch.Tensor) else ids
+
+
+@pytest.mark.parametrize(("init_kwargs", "call_kwargs"), TOKENIZER_DEFAULTS_CASES)
+def test_tokenizer_init_options_are_call_defaults_as_in_transformers(tmp_path, init_kwargs, call_kwargs):
+    transformers = pytest.importorskip("transformers")
+    CLIPTokenizer().save_pretrained(tmp_path)
+    image = Image.new("RGB", (40, 30), (200, 100, 50))
+    with warnings.catch_warnings():  # the torchvision fallback notice
+        warnings.simplefilter("ignore")
+        theirs = transformers.CLIPProcessor(
+            transformers.CLIPImageProcessor(), transformers.CLIPTokenizer.from_pretrained(tmp_path, **init_kwargs)
+        )
+        expected = theirs(text=TEXTS, images=[image], **call_kwargs)
+    ours = CLIPProcessor(CLIPImageProcessor(), CLIPTokenizer.from_pretrained(tmp_path, **init_kwargs))
+    out = ours(text=TEXTS, images=[image], **call_kwargs)
+    for name in ("input_ids", "attention_mask"):
+        assert type(out[name]) is type(expected[name])
+        assert as_lists(out[name]) == as_lists(expected[name])
+    assert type(out["pixel_values"]) is type(expected["pixel_values"])
+    # the same defaults after a save and load
+    ours.save_pretrained(tmp_path / "saved")
+    again = CLIPProcessor.from_pretrained(tmp_path / "saved")(text=TEXTS, images=[image], **call_kwargs)
+    assert as_lists(again["input_ids"]) == as_lists(expected["input_ids"])
+
+
+def test_tokenizer_padding_side_attribute_wins_over_its_init_value(tmp_path):
+    tokenizer = CLIPTokenizer(padding="max_length", max_length=8, padding_side="left")
+    tokenizer.padding_side = "right"
+    ids = CLIPProcessor(tokenizer=tokenizer)(text=["a"]).input_ids[0]
+    assert ids[:3] == [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("a</w>"), tokenizer.eos_token_id]
+    assert len(ids) == 8
+    # images alone: the tokenizer's defaults are not "tokenizer options given without text"
+    assert set(CLIPProcessor(tokenizer=tokenizer)(images=Image.new("RGB", (30, 30)))) == {"pixel_values"}

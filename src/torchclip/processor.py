@@ -86,6 +86,8 @@ class CLIPProcessor:
         (`padding`, `truncation`, `max_length`, ...) go to the tokenizer, all other keyword arguments to
         the image processor; transformers 5's structured `text_kwargs=`, `images_kwargs=` and
         `common_kwargs=` (e.g. `{"return_tensors": "pt"}`) are accepted too, and may be mixed with flat ones.
+        Options the tokenizer was built with (`padding=`, `max_length=`, ...) are the defaults, as in
+        transformers.
         """
         if len(inputs) > 2:
             raise TypeError(f"CLIPProcessor takes at most 2 positional inputs (text, images), got {len(inputs)}")
@@ -101,9 +103,12 @@ class CLIPProcessor:
         if text is None and images is None:
             raise ValueError("CLIPProcessor needs text, images, or both")
         text_kwargs, image_kwargs, return_tensors = self._split_kwargs(kwargs, return_tensors)
+        text_defaults = self._tokenizer_call_defaults()
+        default_tensors = text_defaults.pop("return_tensors", None)
+        return_tensors = default_tensors if return_tensors is None else return_tensors
         result = BatchFeature()
         if text is not None:
-            result.update(self.tokenizer(text, return_tensors=return_tensors, **text_kwargs))
+            result.update(self.tokenizer(text, return_tensors=return_tensors, **{**text_defaults, **text_kwargs}))
         elif text_kwargs:
             raise TypeError(f"tokenizer options {sorted(text_kwargs)} were given without text")
         if images is not None:
@@ -111,6 +116,21 @@ class CLIPProcessor:
         elif image_kwargs:
             raise TypeError(f"image options {sorted(image_kwargs)} were given without images")
         return result
+
+    def _tokenizer_call_defaults(self) -> dict[str, Any]:
+        """The call options the tokenizer was built with, e.g. `CLIPTokenizer.from_pretrained(folder,
+        padding="max_length", max_length=64)` or those keys in its tokenizer_config.json.
+
+        transformers' processors use them as defaults of every call (the tokenizer alone does not), below
+        any option the call gives, flat, structured or in `common_kwargs`; an attribute of the same name
+        (`tokenizer.padding_side`) wins over its init value, and `return_tensors` applies to the images too.
+        """
+        init_kwargs = self.tokenizer.init_kwargs
+        return {
+            name: getattr(self.tokenizer, name, init_kwargs[name])
+            for name in (*TEXT_KWARGS, "return_tensors")
+            if name in init_kwargs
+        }
 
     @staticmethod
     def _split_kwargs(

@@ -3,7 +3,8 @@
 Only this project's code redirects anything: the drivers (`test_peer_*.py`) name torchclip's classes where
 transformers' CLIP tests name transformers' ones, and point the hub ids they would download at local
 folders; the mixins' assertions are untouched. Without transformers VERSION installed, or without the sdist
-(no registry), every peer test is skipped with the reason: nothing is counted as passed.
+(no registry and no cached copy), the peer tests are not collected and the run says why at its end:
+nothing is counted as passed, and `scripts/peer_tests.py --compare` fails.
 
 `make test` runs the subset in DEFAULT_SUBSET (small configs, ~1 minute); `make test-peers`
 (`scripts/peer_tests.py`, or TORCHCLIP_PEERS=all) runs all of them.
@@ -71,6 +72,7 @@ DEFAULT_SUBSET = (
     "test_peer_processing.py::CLIPProcessorTest::test_unstructured_kwargs_0_images",
     "test_peer_processing.py::CLIPProcessorTest::test_structured_kwargs_nested_from_dict_0_images",
     "test_peer_processing.py::CLIPProcessorTest::test_overlapping_text_image_kwargs_handling_0_images",
+    "test_peer_processing.py::CLIPProcessorTest::test_subprocessor_defaults_preserved_by_kwargs_0_images",
 )
 
 
@@ -94,3 +96,9 @@ def pytest_configure(config: pytest.Config) -> None:
                    "is_pipeline_test", "is_staging_test", "accelerate_tests", "not_device_test",
                    "training_ci", "bitsandbytes", "flax", "agent_tests"):  # fmt: skip
         config.addinivalue_line("markers", f"{marker}: a transformers test marker")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say why the peer tests were not collected, so a run without them is not mistaken for a clean one."""
+    if PROBLEM is not None:
+        terminalreporter.write_line(f"transformers' peer tests (tests/peers) were not collected: {PROBLEM}")
