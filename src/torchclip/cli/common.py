@@ -73,3 +73,17 @@ def add_truncate_option(parser: argparse.ArgumentParser) -> None:
         default="warn",
         help="a text longer than the model's context (77 tokens) is cut to fit: warn (default), error, silent",
     )
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str | None, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: `summary` in `torchclip --help`, then in its own help the module's
+    `description` above the options and its `examples` below them, as written (line breaks kept)."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

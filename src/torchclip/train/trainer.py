@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from torchclip.io import write_json, write_text_atomic
 from torchclip.train.checkpoint import (
     CHECKPOINT_NAME,
     LEGACY_CHECKPOINT_NAME,
@@ -289,9 +290,7 @@ class MetricsLog:
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line + "\n")
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -326,7 +325,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         if overwrite and not resume:
             clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_json(out / "train_config.json", dataclasses.asdict(config))
     torch.manual_seed(config.seed)
     model, processor = build_model_and_processor(config)
     model.to(device).train()
