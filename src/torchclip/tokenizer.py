@@ -341,7 +341,8 @@ class CLIPTokenizer:
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> tuple[str, ...]:
         """Write a folder that both torchclip and `transformers.CLIPTokenizer.from_pretrained` load, each file
-        atomically (a failure leaves it as it was). Keyword arguments of transformers' signature (`legacy_format`, `save_jinja_files`, ...) change nothing."""
+        atomically (a failure leaves it as it was). Keyword arguments of transformers' signature
+        (`legacy_format`, `save_jinja_files`, ...) change nothing."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         files = self.save_vocabulary(folder)

@@ -29,7 +29,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torchclip.io import write_json, write_text_atomic
 from torchclip.train.checkpoint import (
     CHECKPOINT_NAME,
     LEGACY_CHECKPOINT_NAME,
@@ -290,7 +289,9 @@ class MetricsLog:
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line + "\n")
-        write_text_atomic(self.path, "".join(kept))
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -325,7 +326,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         if overwrite and not resume:
             clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", dataclasses.asdict(config))
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     torch.manual_seed(config.seed)
     model, processor = build_model_and_processor(config)
     model.to(device).train()
