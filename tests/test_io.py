@@ -35,6 +35,15 @@ def disk_full_on_write(monkeypatch, at: int) -> None:
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
 
 
+def renames_fail(monkeypatch) -> None:
+    """Every rename fails, as on a folder where the process may create files but not replace them."""
+
+    def no_rename(src, dst):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+
+
 def old_folder(folder: Path, names: list[str]) -> dict[str, bytes]:
     """A folder holding a recognisable old version of each file."""
     folder.mkdir()
@@ -73,11 +82,7 @@ def test_tokenizer_save_that_fails_part_way_leaves_each_file_old_or_new(tmp_path
 
 def test_tokenizer_save_whose_renames_fail_keeps_the_old_files(tmp_path, monkeypatch):
     old = old_folder(tmp_path / "saved", TOKENIZER_FILES)
-
-    def no_rename(src, dst):
-        raise OSError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(os, "replace", no_rename)
+    renames_fail(monkeypatch)
     with pytest.raises(OSError, match="Permission denied"):
         changed_tokenizer().save_pretrained(tmp_path / "saved")
     monkeypatch.undo()
@@ -132,11 +137,7 @@ def test_model_save_whose_renames_fail_keeps_the_old_checkpoint(tmp_path, monkey
         projection_dim=16,
     )  # fmt: skip
     old = old_folder(tmp_path / "saved", ["config.json", "model.safetensors"])
-
-    def no_rename(src, dst):
-        raise OSError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(os, "replace", no_rename)
+    renames_fail(monkeypatch)
     with pytest.raises(OSError, match="Permission denied"):
         torchclip.CLIPModel(config).save_pretrained(tmp_path / "saved")
     monkeypatch.undo()
