@@ -10,22 +10,15 @@ and renames them, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from torchclip.config import default_file_mode
-
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
-TORCH_WEIGHTS = "pytorch_model.bin"
-TORCH_INDEX = "pytorch_model.bin.index.json"
+from torchclip.io import SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS, atomic_path, write_json
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -100,21 +93,33 @@ def _safetensors_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield key, buffer.view(dtype).reshape(info["shape"])
 
 
-def _torch_file(path: Path) -> dict[str, torch.Tensor]:
+def read_torch_file(path: Path, what: str = "PyTorch weights file") -> object:
+    """What `torch.save` wrote to `path`, on the CPU (memory-mapped where the format allows), read with
+    `weights_only=True`: a pickle that asks to run code is refused. Errors name the file and call it `what`."""
     try:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
+        named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if "Weights only load failed" not in str(exc) or not named:  # not a pickle at all, e.g. a text file
+            raise CheckpointError(f"{path}: not a {what} (not what torch.save writes)") from None
         raise CheckpointError(
-            f"{path}: refused to load: it holds more than plain tensors, and torchclip never unpickles "
-            f"arbitrary objects ({str(exc).splitlines()[0]})"
+            f"{path}: refused to load: it holds more than plain tensors and containers (a pickle that asks to "
+            f"run code: {named[0]}), and torchclip never unpickles arbitrary objects"
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file (truncated?): {exc}") from None
+    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable {what} (truncated or not a checkpoint at all?): {type(exc).__name__}: {message}"
+        ) from None
+
+
+def _torch_weights(path: Path) -> dict[str, torch.Tensor]:
+    state = read_torch_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensor names to tensors, got {type(state).__name__}")
     return state
@@ -152,7 +157,7 @@ def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint, one copy in memory."""
     state: dict[str, torch.Tensor] = {}
     for path in files:
-        items = _safetensors_file(path) if path.suffix == ".safetensors" else _torch_file(path).items()
+        items = _safetensors_file(path) if path.suffix == ".safetensors" else _torch_weights(path).items()
         for key, tensor in items:
             state[key] = tensor
     return state
@@ -192,22 +197,17 @@ def save_state_dict(
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
-        for name, shard in zip(names, shards):
-            save_file(shard, os.path.join(tmp, name), metadata={"format": "pt", **(metadata or {})})
-        if len(shards) > 1:
-            index = {
-                "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
-                "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
-            }
-            Path(tmp, SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-            names.append(SAFE_INDEX)
-        for stale in [SAFE_WEIGHTS, SAFE_INDEX, *(p.name for p in folder.glob("model-*-of-*.safetensors"))]:
-            if stale not in names:
-                (folder / stale).unlink(missing_ok=True)
-        for name in names:
-            os.chmod(os.path.join(tmp, name), default_file_mode())
-            os.replace(os.path.join(tmp, name), folder / name)
-            written.append(folder / name)
-    return written
+    for name, shard in zip(names, shards):
+        with atomic_path(folder / name) as tmp:
+            save_file(shard, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+            "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
+        }
+        write_json(folder / SAFE_INDEX, index, sort_keys=True)
+        names.append(SAFE_INDEX)
+    for stale in [SAFE_WEIGHTS, SAFE_INDEX, *(p.name for p in folder.glob("model-*-of-*.safetensors"))]:
+        if stale not in names:  # removed once the new weights are in place
+            (folder / stale).unlink(missing_ok=True)
+    return [folder / name for name in names]

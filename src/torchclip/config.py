@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-CONFIG_NAME = "config.json"
+from torchclip.hub import resolve_folder
+from torchclip.io import MODEL_CONFIG_FILE, read_json, write_text_atomic
 
 C = TypeVar("C", bound="PretrainedConfig")
 
@@ -121,7 +121,7 @@ class PretrainedConfig:
 
     def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
         """Write `to_json_string()` to a file (atomically)."""
-        write_text_atomic(Path(json_file_path), self.to_json_string(use_diff))
+        write_text_atomic(json_file_path, self.to_json_string(use_diff))
 
     def to_diff_dict(self) -> dict[str, Any]:
         """Only what differs from a config built with the defaults (and the model type), as transformers'."""
@@ -149,13 +149,7 @@ class PretrainedConfig:
 
     @classmethod
     def from_json_file(cls: type[C], path: str | os.PathLike) -> C:
-        try:
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-        return cls._from_file_dict(config)
+        return cls._from_file_dict(read_json(path))
 
     @classmethod
     def _from_file_dict(cls: type[C], config: dict[str, Any]) -> C:
@@ -171,12 +165,10 @@ class PretrainedConfig:
         if path.is_file():
             config = cls.from_json_file(path)
         else:
-            from torchclip.hub import resolve_folder
-
             folder = resolve_folder(path if subfolder else name_or_path, what="config")
-            if not (folder / CONFIG_NAME).is_file():
-                raise FileNotFoundError(f"no {CONFIG_NAME} in {str(folder)!r}")
-            config = cls.from_json_file(folder / CONFIG_NAME)
+            if not (folder / MODEL_CONFIG_FILE).is_file():
+                raise FileNotFoundError(f"no {MODEL_CONFIG_FILE} in {str(folder)!r}")
+            config = cls.from_json_file(folder / MODEL_CONFIG_FILE)
         return config.replaced(**overrides) if overrides else config
 
     def replaced(self: C, **overrides: Any) -> C:
@@ -192,33 +184,12 @@ class PretrainedConfig:
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_NAME
+        path = folder / MODEL_CONFIG_FILE
         write_text_atomic(path, self.to_json_string())
         return path
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
-
-
-def default_file_mode(directory: bool = False) -> int:
-    """The permissions an ordinary new file (0o666) or folder (0o777) gets, less the umask: temporary files
-    and folders start private, and a result renamed from one should not stay so."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file so that a crash leaves either the old file or the new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_heads(config: CLIPTextConfig | CLIPVisionConfig) -> None:

@@ -54,14 +54,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from torchclip.batch import BatchFeature
 from torchclip.hub import resolve_folder
+from torchclip.io import IMAGE_PROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE, read_json, write_text_atomic
 
 __all__ = ["CLIPImageProcessor", "CLIPFeatureExtractor", "BatchFeature", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PIPELINES = ("openai", "transformers")
-CONFIG_NAME = "preprocessor_config.json"
-PROCESSOR_CONFIG_NAME = "processor_config.json"
 _EXIF_ORIENTATION = 0x0112
 # Keys that describe a config file rather than the processing; read without complaint.
 _METADATA_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "_processor_class"}
@@ -186,11 +185,12 @@ class CLIPImageProcessor:
 
     @classmethod
     def from_json_file(cls, json_file_path: str | os.PathLike) -> CLIPImageProcessor:
-        return cls.from_dict(_read_json(Path(json_file_path)))
+        return cls.from_dict(read_json(json_file_path))
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
-        """Write `to_json_string()` to a file (what `from_pretrained` reads as `preprocessor_config.json`)."""
-        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+        """Write `to_json_string()` to a file (atomically; what `from_pretrained` reads as
+        `preprocessor_config.json`)."""
+        write_text_atomic(json_file_path, self.to_json_string())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -206,25 +206,26 @@ class CLIPImageProcessor:
         transformers 5.x) first, else `preprocessor_config.json` (4.x and earlier), like transformers."""
         folder = resolve_folder(name_or_path, what="image processor")
         config = None
-        processor_file = folder / PROCESSOR_CONFIG_NAME
+        processor_file = folder / PROCESSOR_CONFIG_FILE
         if processor_file.is_file():
-            config = _read_json(processor_file).get("image_processor")
+            config = read_json(processor_file).get("image_processor")
         if config is None:
-            config_file = folder / CONFIG_NAME
+            config_file = folder / IMAGE_PROCESSOR_CONFIG_FILE
             if not config_file.is_file():
                 raise FileNotFoundError(
-                    f"no image processor config in {str(folder)!r}: expected {CONFIG_NAME} or a "
-                    f"{PROCESSOR_CONFIG_NAME} with an 'image_processor' entry"
+                    f"no image processor config in {str(folder)!r}: expected {IMAGE_PROCESSOR_CONFIG_FILE} or a "
+                    f"{PROCESSOR_CONFIG_FILE} with an 'image_processor' entry"
                 )
-            config = _read_json(config_file)
+            config = read_json(config_file)
         return cls.from_dict(config, **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike) -> list[Path]:
-        """Write `preprocessor_config.json` into `folder` (created if needed); returns the files written."""
+        """Write `preprocessor_config.json` into `folder` (created if needed, the file written atomically);
+        returns the files written."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
+        path = folder / IMAGE_PROCESSOR_CONFIG_FILE
+        write_text_atomic(path, self.to_json_string())
         return [path]
 
     # ------------------------------------------------------------------ processing
@@ -684,12 +685,3 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
     except (OSError, ValueError, SyntaxError) as exc:
         raise _ImageFailure(f"could not be decoded: {type(exc).__name__}: {exc}") from exc
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    return data

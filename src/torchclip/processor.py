@@ -190,7 +190,8 @@ class CLIPProcessor:
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> list[Path]:
-        """Write the tokenizer files and `preprocessor_config.json` into `folder` (transformers reads both)."""
+        """Write the tokenizer files and `preprocessor_config.json` into `folder` (transformers reads both);
+        each file is written atomically: a failure leaves it as it was."""
         folder = Path(folder)
         written = [Path(p) for p in self.tokenizer.save_pretrained(folder)]
         return written + self.image_processor.save_pretrained(folder)

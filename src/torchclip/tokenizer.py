@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import html
-import json
 import os
 import unicodedata
 import warnings
@@ -34,19 +33,23 @@ import torch
 
 from torchclip.batch import BatchFeature, convert_to_tensors
 from torchclip.hub import resolve_folder
+from torchclip.io import (
+    ADDED_TOKENS_FILE,
+    FAST_TOKENIZER_FILE,
+    MERGES_FILE,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    VOCAB_FILE,
+    read_json,
+    write_json,
+    write_text_atomic,
+)
 
 DEFAULT_BPE_PATH = Path(__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
 # OpenAI's vocabulary uses only the first 49152 - 256 - 2 merges of the file (which holds many more).
 OPENAI_NUM_MERGES = 49152 - 256 - 2
 CONTEXT_LENGTH = 77
 WORD_END = "</w>"
-
-VOCAB_FILE = "vocab.json"
-MERGES_FILE = "merges.txt"
-CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_FILE = "special_tokens_map.json"
-ADDED_TOKENS_FILE = "added_tokens.json"
-FAST_TOKENIZER_FILE = "tokenizer.json"
 
 Compat = Literal["openai", "transformers"]
 Side = Literal["right", "left"]
@@ -144,7 +147,7 @@ class CLIPTokenizer:
         if vocab is None:
             vocab, merges = read_openai_bpe()
         if not isinstance(vocab, dict):
-            vocab = json.loads(Path(vocab).read_text(encoding="utf-8"))
+            vocab = read_json(vocab)
         if isinstance(merges, (str, os.PathLike)):
             merges = _read_merges_txt(Path(merges))
         if compat not in ("openai", "transformers"):
@@ -284,9 +287,9 @@ class CLIPTokenizer:
         arguments override them (e.g. `compat="transformers"`).
         """
         folder = resolve_folder(pretrained_model_name_or_path, what="tokenizer")
-        fast = _read_json(folder / FAST_TOKENIZER_FILE)
+        fast = read_json(folder / FAST_TOKENIZER_FILE, missing_ok=True)
         if (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
-            vocab = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
+            vocab = read_json(folder / VOCAB_FILE)
             merges = _read_merges_txt(folder / MERGES_FILE)
         elif fast.get("model", {}).get("type") == "BPE":
             vocab = fast["model"]["vocab"]
@@ -296,14 +299,14 @@ class CLIPTokenizer:
                 f"tokenizer folder {str(folder)!r} has neither {VOCAB_FILE} + {MERGES_FILE} nor a BPE "
                 f"{FAST_TOKENIZER_FILE}"
             )
-        config = _read_json(folder / CONFIG_FILE)
+        config = read_json(folder / TOKENIZER_CONFIG_FILE, missing_ok=True)
         entries = [
             *fast.get("added_tokens", []),
             *({"id": int(i), **t} for i, t in config.get("added_tokens_decoder", {}).items()),
         ]
         added = {t["content"]: t["id"] for t in entries}
-        added.update(_read_json(folder / ADDED_TOKENS_FILE))
-        special_map = _read_json(folder / SPECIAL_TOKENS_FILE)
+        added.update(read_json(folder / ADDED_TOKENS_FILE, missing_ok=True))
+        special_map = read_json(folder / SPECIAL_TOKENS_FILE, missing_ok=True)
         extra_special = [
             _token_content(t)
             for key in ("additional_special_tokens", "extra_special_tokens")
@@ -326,19 +329,20 @@ class CLIPTokenizer:
         return cls(vocab, merges, **{**passed, **settings, **kwargs})
 
     def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, str]:
-        """Write `vocab.json` and `merges.txt` (HF format); returns their paths."""
+        """Write `vocab.json` and `merges.txt` (HF format, each atomically); returns their paths."""
         folder = Path(save_directory)
         if not folder.is_dir():
             raise NotADirectoryError(f"save_directory {str(folder)!r} is not an existing folder")
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         vocab_path, merges_path = folder / f"{prefix}{VOCAB_FILE}", folder / f"{prefix}{MERGES_FILE}"
-        vocab_path.write_text(json.dumps(self.encoder, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        merges_path.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges), encoding="utf-8")
+        write_json(vocab_path, self.encoder, ensure_ascii=False)
+        write_text_atomic(merges_path, "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges))
         return str(vocab_path), str(merges_path)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> tuple[str, ...]:
-        """Write a folder that both torchclip and `transformers.CLIPTokenizer.from_pretrained` load.
-        Keyword arguments of transformers' signature (`legacy_format`, `save_jinja_files`, ...) change nothing."""
+        """Write a folder that both torchclip and `transformers.CLIPTokenizer.from_pretrained` load, each file
+        atomically (a failure leaves it as it was). Keyword arguments of transformers' signature
+        (`legacy_format`, `save_jinja_files`, ...) change nothing."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         files = self.save_vocabulary(folder)
@@ -362,8 +366,8 @@ class CLIPTokenizer:
         if self.additional_special_tokens:
             specials["additional_special_tokens"] = self.additional_special_tokens
         written = []
-        for name, content in [(CONFIG_FILE, config), (SPECIAL_TOKENS_FILE, specials)]:
-            (folder / name).write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        for name, content in [(TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_FILE, specials)]:
+            write_json(folder / name, content, ensure_ascii=False)
             written.append(str(folder / name))
         return (*written, *files)
 
@@ -1051,10 +1055,6 @@ def _check_texts(text: Any) -> list[str]:
         if not isinstance(item, str):
             raise TypeError(f"text[{i}] must be a string, got {type(item).__name__}: {item!r:.50}")
     return list(text)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _read_merges_txt(path: Path) -> list[tuple[str, str]]:

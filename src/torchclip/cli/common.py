@@ -85,3 +85,17 @@ def add_templates_option(parser: argparse.ArgumentParser, what: str = "label") -
 def chosen_templates(args: argparse.Namespace) -> list[str]:
     """--templates as prompts: one set's name (see `torchclip.templates`), or the templates given."""
     return get_templates(args.templates[0] if len(args.templates) == 1 else args.templates)
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str | None, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: `summary` in `torchclip --help`, then in its own help the module's
+    `description` above the options and its `examples` below them, as written (line breaks kept)."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

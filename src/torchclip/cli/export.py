@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from torchclip.cli.common import add_command
+
 EXAMPLES = """examples:
   torchclip export clip-vit-b-32/ ViT-B-32.pt                    # plain torch.save dict of tensors
   torchclip export clip-vit-b-32/ ViT-B-32.pt --dtype float16    # half the size, as OpenAI's files
@@ -27,12 +29,8 @@ ONNX_DTYPES = ("float32", "float16", "int8")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "export",
-        help="write a CLIP model as an OpenAI-layout state dict or as ONNX graphs",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "export", "write a CLIP model as an OpenAI-layout state dict or as ONNX graphs", __doc__, EXAMPLES
     )
     parser.add_argument("model", help="openai: an HF-layout CLIP folder (or hub id); onnx: anything torchclip loads")
     parser.add_argument(

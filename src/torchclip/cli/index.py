@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from torchclip.cli.common import add_command
+
 EXAMPLES = """examples:
   torchclip index pictures.emb                 # type chosen by size: flat <= 10k, hnsw <= 500k, ivf_pq beyond
   torchclip index pictures.emb --type ivf_pq   # force a type
@@ -17,12 +19,8 @@ count as hits), is printed and kept in STORE/store.json.
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "index",
-        help="build the ANN index of an embedding store, with its measured recall",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "index", "build the ANN index of an embedding store, with its measured recall", __doc__, EXAMPLES
     )
     parser.add_argument("store", help="a folder written by torchclip embed")
     parser.add_argument(

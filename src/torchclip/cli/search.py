@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
+from torchclip.cli.common import add_command, add_model_options, add_truncate_option, load_model_and_processor
 from torchclip.cli.similarity import add_plot_options
 
 EXAMPLES = """examples:
@@ -26,12 +26,12 @@ height, taken_at (EXIF date, ISO 8601 text), in SQL.
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "search",
-        help="text-to-image, image-to-image and image-to-text search in an embedding store",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "text-to-image, image-to-image and image-to-text search in an embedding store",
+        __doc__,
+        EXAMPLES,
     )
     parser.add_argument("store", help="a folder written by torchclip embed")
     parser.add_argument("queries", nargs="*", help="text queries")

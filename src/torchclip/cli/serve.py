@@ -7,6 +7,9 @@ import dataclasses
 import json
 import os
 
+from torchclip.cli.common import add_command
+from torchclip.serve.bind import check_bind
+
 EXAMPLES = """examples:
   torchclip serve pictures.emb                         # http://127.0.0.1:8000/ : the page, and the API
   torchclip serve pictures.emb --port 9000 --workers 2
@@ -22,12 +25,8 @@ SETTINGS_ENV = "TORCHCLIP_SERVE_SETTINGS"  # how --workers N hands the settings 
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "serve",
-        help="an HTTP search API and a web page over an embedding store",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "serve", "an HTTP search API and a web page over an embedding store", __doc__, EXAMPLES
     )
     parser.add_argument("store", help="a folder written by torchclip embed")
     parser.add_argument("--model", default=None, help="checkpoint to embed queries with (default: the store's)")
@@ -73,8 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchclip.serve.bind import check_bind
-
     if args.workers < 1 or args.max_queue < 1 or args.max_batch < 1 or args.max_upload <= 0:
         raise ValueError("--workers, --max-queue, --max-batch and --max-upload must be positive")
     check_bind(args.host, args.token, args.insecure)  # before the slow imports: a refusal comes at once
@@ -82,24 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     from torchclip.serve.app import ServeSettings, create_app
 
-    settings = ServeSettings(
-        store=args.store,
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        insecure=args.insecure,
-        cors=args.cors,
-        max_upload=int(args.max_upload * 1024 * 1024),
-        max_queue=args.max_queue,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        thumbnail_size=args.thumbnail_size,
-        thumbnail_cache=args.thumbnail_cache,
-        device=args.device,
-        dtype=args.dtype,
-        backend=args.backend,
-    )
+    # each option sets the field of its name (refresh_seconds has no option); --max-upload is in MB
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings) if hasattr(args, f.name)}
+    settings = ServeSettings(**{**given, "max_upload": int(args.max_upload * 1024 * 1024)})
     server_options = {
         "host": args.host,
         "port": args.port,

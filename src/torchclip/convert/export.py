@@ -10,16 +10,16 @@ that OpenAI's layout cannot express are refused rather than exported into a file
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from torchclip.checkpoint import parse_dtype
-from torchclip.config import CLIPConfig, CLIPResNetVisionConfig, default_file_mode
+from torchclip.config import CLIPConfig, CLIPResNetVisionConfig
 from torchclip.convert import openai
 from torchclip.convert.openclip import ACTIVATIONS, vision_head_width
+from torchclip.io import atomic_path
 from torchclip.modeling.clip import CLIPModel
 
 
@@ -78,16 +78,9 @@ def export_openai(
     }
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_file_mode())  # mkstemp makes it private
+    with atomic_path(output) as tmp:
         if output.suffix == ".safetensors":
-            save_file(state, tmp)
+            save_file(state, str(tmp))
         else:
             torch.save(state, tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return output

@@ -9,14 +9,13 @@ whatever device the file names.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
-from torchclip.checkpoint import CheckpointError, read_state_dict
+from torchclip.checkpoint import CheckpointError, read_state_dict, read_torch_file
 from torchclip.convert.openclip import unwrap_state_dict
 
 
@@ -50,28 +49,4 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
             message = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path}: a TorchScript archive that cannot be read (corrupt?): {message}") from None
         return unwrap_state_dict(dict(archive.state_dict()), str(path)), True
-    return unwrap_state_dict(_torch_load(path), str(path)), False
-
-
-def _torch_load(path: Path) -> object:
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as exc:
-        named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
-        if "Weights only load failed" not in str(exc) or not named:  # not a pickle at all, e.g. a text file
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint (not what torch.save writes)") from None
-        raise CheckpointError(
-            f"{path}: refused to load: it is a pickle that asks to run code, not just tensors and plain "
-            f"containers, and torchclip never unpickles arbitrary objects ({named[0]})"
-        ) from None
-    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint at all?): "
-            f"{type(exc).__name__}: {message}"
-        ) from None
+    return unwrap_state_dict(read_torch_file(path, what="PyTorch checkpoint"), str(path)), False

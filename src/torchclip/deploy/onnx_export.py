@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchclip.config import CLIPResNetVisionConfig, default_file_mode
+from torchclip.config import CLIPResNetVisionConfig
+from torchclip.convert.loading import default_processor
+from torchclip.io import atomic_folder, default_file_mode, write_json
 from torchclip.modeling.clip import CLIPModel
 from torchclip.modeling.layers import causal_padding_mask
 
@@ -157,12 +156,9 @@ def export_onnx(
     output = Path(output)
     if output.exists():
         raise FileExistsError(f"{output} already exists; choose a new folder for the ONNX export")
-    output.parent.mkdir(parents=True, exist_ok=True)
     reference = copy.deepcopy(model).float().cpu().eval()
     traced = copy.deepcopy(reference).half() if dtype == "float16" else reference
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    try:
-        os.chmod(staging, default_file_mode(directory=True))  # mkdtemp makes it private
+    with atomic_folder(output) as staging:
         text_config = reference.config.text_config
         _export_graph(
             TextFeatures(traced),
@@ -193,17 +189,11 @@ def export_onnx(
         manifest = _manifest(reference, dtype, opset, differences)
         reference.config.save_pretrained(staging)
         if processor is None:
-            from torchclip.convert import default_processor
-
             processor = default_processor(reference.config)
         processor.save_pretrained(staging)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(staging / MANIFEST, manifest)
         for file in staging.iterdir():
             os.chmod(file, default_file_mode())
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

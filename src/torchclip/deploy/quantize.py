@@ -21,6 +21,8 @@ from typing import Any
 import onnx
 import torch
 
+from torchclip.io import atomic_path
+
 # An int8 export is kept if every verification embedding has at least this cosine with PyTorch fp32's:
 # measured 0.9989-0.9999 on random-weight test configs and the bundled model (tests/test_quantize.py).
 INT8_MIN_COSINE = 0.98
@@ -31,26 +33,26 @@ def quantize_graph(path: str | os.PathLike) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = Path(path)
-    quantized = path.with_name(f".{path.name}.int8")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs its pre-processing advice on the root logger
     try:
-        quantize_dynamic(
-            path,
-            quantized,
-            weight_type=QuantType.QInt8,  # u8 activations x s8 weights: the fast kernel (QUInt8 weights ran 5x slower)
-            op_types_to_quantize=["MatMul"],
-            # the quantizer first rewrites a Gemm (the final projection's, of a 2-D input) as NAME_MatMul
-            nodes_to_exclude=[
-                name + suffix for name in final_projection_nodes(onnx.load(path)) for suffix in ("", "_MatMul")
-            ],
-            per_channel=True,
-            extra_options={"MatMulConstBOnly": True},
-        )
+        with atomic_path(path) as quantized:
+            quantize_dynamic(
+                path,
+                quantized,
+                # u8 activations x s8 weights: the fast kernel (QUInt8 weights ran 5x slower)
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
+                # the quantizer first rewrites a Gemm (the final projection's, of a 2-D input) as NAME_MatMul
+                nodes_to_exclude=[
+                    name + suffix for name in final_projection_nodes(onnx.load(path)) for suffix in ("", "_MatMul")
+                ],
+                per_channel=True,
+                extra_options={"MatMulConstBOnly": True},
+            )
     finally:
         root.setLevel(level)
-    os.replace(quantized, path)
 
 
 def final_projection_nodes(model: onnx.ModelProto) -> list[str]:

@@ -9,7 +9,6 @@ it, so no random weights are allocated first, converting (dtype, fused QKV) one 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import warnings
 from pathlib import Path
@@ -19,8 +18,9 @@ import torch
 from torch import nn
 
 from torchclip.checkpoint import CheckpointError, parse_dtype, read_state_dict, save_state_dict, weight_files
-from torchclip.config import CONFIG_NAME, PretrainedConfig, write_text_atomic
+from torchclip.config import PretrainedConfig
 from torchclip.hub import resolve_folder
+from torchclip.io import MODEL_CONFIG_FILE, write_json
 from torchclip.modeling.qkv import fuse_qkv_keys
 
 # Keys of a whole CLIP checkpoint that a single-tower model may leave unused.
@@ -257,8 +257,8 @@ class PreTrainedModel(nn.Module):
             )
         folder = resolve_folder(pretrained_model_name_or_path, what=cls.__name__)
         if config is None:
-            if not (folder / CONFIG_NAME).is_file():
-                raise FileNotFoundError(f"no {CONFIG_NAME} in {str(folder)!r}: cannot tell which model to build")
+            if not (folder / MODEL_CONFIG_FILE).is_file():
+                raise FileNotFoundError(f"no {MODEL_CONFIG_FILE} in {str(folder)!r}: cannot tell which model to build")
             config = cls.config_class.from_pretrained(folder)
         else:
             config = copy.deepcopy(config)
@@ -333,7 +333,7 @@ class PreTrainedModel(nn.Module):
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         config["dtype"] = str(self.dtype).removeprefix("torch.")
-        write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_json(folder / MODEL_CONFIG_FILE, config, sort_keys=True)
         return folder
 
 

@@ -19,7 +19,6 @@ import logging
 import mimetypes
 import os
 import stat
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from torchclip.io import write_bytes_atomic
 
 __all__ = ["BadImage", "Gone", "ImageFile", "Thumbnails", "decode_upload", "open_stored"]
 
@@ -151,11 +152,7 @@ class Thumbnails:
         return data, etag
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: a reader sees no thumbnail or a whole one
+            write_bytes_atomic(path, data)  # a reader sees no thumbnail or a whole one
         except OSError as exc:
             log.warning("thumbnail not cached in %s: %s", self.cache_dir, exc.strerror)
-        finally:
-            tmp.unlink(missing_ok=True)

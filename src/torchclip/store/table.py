@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about thing
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 import lance  # noqa: E402
 
+from torchclip.io import write_json as write_json_atomic  # noqa: E402
 from torchclip.store.exact import TopK, block_candidates  # noqa: E402
 
 __all__ = [
@@ -185,26 +185,12 @@ class _Folder:
             ) from None
 
     def write_json(self, name: str, data: Any) -> None:
-        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-        if self.remote:
-            with self._fs.open_output_stream(f"{self._root}/{name}") as handle:
-                handle.write(text.encode("utf-8"))
+        if not self.remote:
+            write_json_atomic(self.path / name, data, indent=1, sort_keys=True, durable=True)
             return
-        target = self.path / name
-        tmp = target.with_name(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        directory = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
+        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+        with self._fs.open_output_stream(f"{self._root}/{name}") as handle:
+            handle.write(text.encode("utf-8"))
 
     def remove_tree(self, name: str) -> None:
         if self.remote:

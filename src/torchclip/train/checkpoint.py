@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from torchclip.distributed import Distributed, barrier, gather
+from torchclip.io import atomic_path
 
 log = logging.getLogger("torchclip.train")
 
@@ -102,13 +102,8 @@ def save_run_state(path: Path, state: RunState) -> None:
         "optimizer_param_groups": state.optimizer["param_groups"],
     }
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     legacy = path.with_name(LEGACY_CHECKPOINT_NAME)
     if path.name == CHECKPOINT_NAME and legacy.exists():
         legacy.unlink()  # superseded: resuming must never pick the older file

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from torchclip.io import write_text_atomic
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -40,9 +41,7 @@ class MetricsLog:
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line + "\n")
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

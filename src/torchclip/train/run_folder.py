@@ -7,11 +7,11 @@ start over with `overwrite=True` (which removes the earlier run's checkpoint, me
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
 from torchclip.distributed import Distributed, agree
+from torchclip.io import write_json
 from torchclip.train.checkpoint import CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, find_checkpoint
 from torchclip.train.config import TrainConfig
 from torchclip.train.metrics import METRICS_NAME
@@ -52,4 +52,4 @@ def prepare_run_folder(out: Path, config: TrainConfig, env: Distributed, *, resu
         if overwrite and not resume:
             clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_json(out / CONFIG_FILE, dataclasses.asdict(config))
