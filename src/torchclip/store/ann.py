@@ -1,18 +1,19 @@
 """The approximate-nearest-neighbour index of a store, chosen by its size, and its measured recall.
 
     rows                 index                    why
-    <= 10,000            flat (none: exact)       a block scan of 10k 512-d vectors takes ~0.14 s
-                                                  (13.9 s per 1M rows: benchmarks/bench_store.py)
+    <= 10,000            flat (none: exact)       exact search costs ~0.76 s per 1M 512-d float16 rows
+                                                  (7.6 s at 10M: benchmarks/bench_store.py), ~8 ms at 10k
     <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
                                                   whose graph fits in memory (tested for recall; not
                                                   benchmarked at scale: a 200k build did not finish in
                                                   10 minutes on the shared 2-core machine)
     beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
                                                   (64 bytes a row at 512-d, 1/32 of float32); 8% of
-                                                  the partitions probed and the best 20*k candidates
-                                                  re-ranked on the full vectors (PQ codes alone rank
+                                                  the partitions probed (at most 64) and the best 20*k
+                                                  candidates re-ranked on the full vectors (PQ codes alone rank
                                                   too coarsely: recall@10 at 1M rows 0.91 re-ranking
-                                                  10*k, 0.989 with 20*k; benchmarks/bench_store.py)
+                                                  10*k, 0.989 with 20*k; at 10M 0.65-0.72 with 20*k:
+                                                  docs/performance.md; benchmarks/bench_store.py)
 
 Lance builds both from a sample and on-disk shuffles, in bounded memory, and keeps them on disk beside the
 rows. Rows committed after the build are in fragments the index does not cover; Lance searches those
