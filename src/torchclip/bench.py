@@ -25,6 +25,7 @@ import torch
 
 from torchclip.config import CLIPConfig
 from torchclip.modeling import CLIPModel
+from torchclip.tokenizer import CLIPTokenizer
 
 WORDS = (
     "a photo of the small large red blue green dog cat bird car tree house person man woman child on in at with "
@@ -161,8 +162,6 @@ def run(
     (e.g. `VIT_L_14`); None skips it. `matmul_size`: the square matrices of the machine's matmul rate
     (smaller for a quick smoke run).
     """
-    from torchclip.tokenizer import CLIPTokenizer
-
     config = config or CLIPConfig()
     report = Report()
     report.facts["threads"] = torch.get_num_threads()
@@ -174,7 +173,7 @@ def run(
     del ours32
     if reference:
         try:
-            import transformers
+            import transformers  # noqa: PLC0415 - optional dependency (the comparison; extra: test)
         except ImportError:
             log("transformers is not installed: measuring torchclip alone")
             reference = False

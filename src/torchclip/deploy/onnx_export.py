@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchclip import __version__
 from torchclip.config import CLIPResNetVisionConfig
 from torchclip.convert.loading import default_processor
 from torchclip.io import atomic_folder, default_file_mode, write_json
 from torchclip.modeling.clip import CLIPModel
 from torchclip.modeling.layers import causal_padding_mask
+from torchclip.store import model_fingerprint
 
 TEXT_GRAPH = "text_model.onnx"
 VISION_GRAPH = "vision_model.onnx"
@@ -181,7 +183,7 @@ def export_onnx(
             opset=opset,
         )
         if dtype == "int8":
-            from torchclip.deploy.quantize import quantize_graph
+            from torchclip.deploy.quantize import quantize_graph  # noqa: PLC0415 - cycle: quantize imports onnx_export
 
             quantize_graph(staging / TEXT_GRAPH)
             quantize_graph(staging / VISION_GRAPH)
@@ -268,7 +270,7 @@ def session(path: str | os.PathLike, providers: list[str] | None = None, threads
     """An ONNX Runtime session: CUDA first when this onnxruntime has it, then the CPU; `threads` for the CPU
     (default: ONNX Runtime's own choice, one per physical core)."""
     require_onnx()
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 - optional dependency (onnx)
 
     available = onnxruntime.get_available_providers()
     if providers is None:
@@ -301,7 +303,7 @@ def verify_export(reference: CLIPModel, folder: Path, dtype: str) -> dict[str, f
     differences, problems = {}, []
     for tower, pairs in checks.items():
         if dtype == "int8":  # quantization moves every value a little: judged by direction, not by value
-            from torchclip.deploy.quantize import INT8_MIN_COSINE
+            from torchclip.deploy.quantize import INT8_MIN_COSINE  # noqa: PLC0415 - cycle: quantize imports onnx_export
 
             worst = min(float(_cosines(expected, got).min()) for expected, got in pairs)
             differences[f"{tower}_min_cosine"] = worst
@@ -326,9 +328,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _manifest(model: CLIPModel, dtype: str, opset: int, differences: dict[str, float]) -> dict[str, Any]:
-    from torchclip import __version__
-    from torchclip.store import model_fingerprint
-
     config = model.config
     vision = config.vision_config
     return {
