@@ -156,7 +156,7 @@ def run(
     log: Callable[[str], None] = print,
     matmul_size: int = 2048,
 ) -> Report:
-    """Measure everything the inference issue names; `reference=False` measures torchclip alone.
+    """Measure the table of docs/performance.md ("`torchclip bench`"); `reference=False` measures torchclip alone.
 
     `memory_config`: the model whose loading (peak RSS, seconds) is measured in fresh processes
     (e.g. `VIT_L_14`); None skips it. `matmul_size`: the square matrices of the machine's matmul rate
@@ -217,7 +217,7 @@ def run(
 
 
 def memory_rows(config: CLIPConfig, reference: bool, log: Callable[[str], None]) -> list[Row]:
-    """Peak RSS and time of `from_pretrained` in fresh processes, torchclip and the reference."""
+    """Peak RSS and time of `from_pretrained` in fresh processes, torchclip and transformers."""
     with tempfile.TemporaryDirectory(prefix="torchclip-bench-memory-") as tmp:
         with torch.device("meta"):
             model = CLIPModel(config)
@@ -248,7 +248,7 @@ VIT_L_14 = CLIPConfig(
 
 
 def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repeats, log) -> list[Row]:
-    """Images, 77-token texts and the caption mix, ours and the reference's interleaved."""
+    """Images, 77-token texts and the caption mix, ours and transformers' interleaved."""
     precision = str(dtype).removeprefix("torch.")
     pixels = pixels.to(dtype)
     rows = []

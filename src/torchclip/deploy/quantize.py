@@ -2,8 +2,9 @@
 
 Chosen by measurement (benchmarks/bench_deploy.py, docs/deployment.md): ONNX Runtime's dynamic quantization
 (MatMulInteger on int8 weights) ran a ViT-B/32 MLP projection [1600 x 768] x [768 x 3072] 6x faster than its
-fp32 MatMul on this CPU (AMX/VNNI int8), PyTorch's dynamic quantization (`torch.ao`, deprecated) 2x faster
-than its fp32 `linear`. So `quantize()` exports the model to ONNX and quantizes the graphs.
+fp32 MatMul on the 2-core x86_64 VM of docs/performance.md (AMX/VNNI int8, 2 threads), PyTorch's dynamic
+quantization (`torch.ao`, deprecated) 2x faster than its fp32 `linear`. So `quantize()` exports the model to
+ONNX and quantizes the graphs.
 
 What stays in float: the final projections into the joint space, the attention score and value products
 (activation x activation), softmax, layer norms, embeddings, the patch convolution and the ResNet's
