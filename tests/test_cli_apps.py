@@ -220,6 +220,19 @@ def query_vectors(store: Path, photos: Path) -> list[np.ndarray]:
     return [text, image]
 
 
+def test_help_imports_no_torch_store_or_converters():
+    """Building the parser imports every subcommand module; they import the heavy parts only when they run
+    (why pyproject.toml lets src/torchclip/cli/ import inside functions)."""
+    code = (
+        "import sys; from torchclip.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lance', 'torchclip.store', 'torchclip.convert') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_every_command_has_examples_and_errors_are_one_line(tmp_path, capsys):
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
