@@ -156,7 +156,8 @@ def run(
     log: Callable[[str], None] = print,
     matmul_size: int = 2048,
 ) -> Report:
-    """Measure the table of docs/performance.md ("`torchclip bench`"); `reference=False` measures torchclip alone.
+    """Measure the rows of docs/performance.md's `torchclip bench` table; `reference=False` measures torchclip
+    alone.
 
     `memory_config`: the model whose loading (peak RSS, seconds) is measured in fresh processes
     (e.g. `VIT_L_14`); None skips it. `matmul_size`: the square matrices of the machine's matmul rate
