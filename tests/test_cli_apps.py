@@ -278,7 +278,7 @@ def test_embed_fast_decode_is_close_to_exact_decoding(model, tmp_path):
 
 
 def test_bench_prints_the_side_by_side_table():
-    """`torchclip bench --tiny`: every row the inference issue names, in both precisions, with a ratio."""
+    """`torchclip bench --tiny`: every row of the docs/performance.md table, in both precisions, with a ratio."""
     pytest.importorskip("transformers")
     out = torchclip("bench", "--tiny", "--repeats", "1").stdout
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]

@@ -22,7 +22,7 @@ from torchclip.deploy import onnx_export
 from torchclip.deploy.onnx_export import ExportVerificationError, export_onnx
 from torchclip.hub import bundled_model_path
 
-TOLERANCE = 1e-4  # the bound for fp32
+TOLERANCE = 1e-4  # the fp32 bound of docs/deployment.md
 
 SMALL_VISION = dict(hidden_size=48, intermediate_size=75, num_hidden_layers=2, num_attention_heads=6, image_size=64)
 CONFIGS = {
