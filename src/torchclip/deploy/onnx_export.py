@@ -38,7 +38,6 @@ from torchclip.convert.loading import default_processor
 from torchclip.io import atomic_folder, default_file_mode, write_json
 from torchclip.modeling.clip import CLIPModel
 from torchclip.modeling.layers import causal_padding_mask
-from torchclip.store import model_fingerprint
 
 TEXT_GRAPH = "text_model.onnx"
 VISION_GRAPH = "vision_model.onnx"
@@ -332,6 +331,10 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _manifest(model: CLIPModel, dtype: str, opset: int, differences: dict[str, float]) -> dict[str, Any]:
+    # not at the top: the store imports lance, which warns at every fork once imported, and ONNX-backend
+    # commands (`classify --backend onnx`) fork DataLoader workers to decode images
+    from torchclip.store import model_fingerprint  # noqa: PLC0415 - keeps lance out of --backend onnx
+
     config = model.config
     vision = config.vision_config
     return {
