@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from torchclip import CLIPFeatureExtractor, CLIPModel, CLIPTokenizer
+from torchclip import (
+    CLIPConfig,
+    CLIPFeatureExtractor,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+)
+from torchclip.datasets.synthetic import HELD_OUT, all_compositions, with_article
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DATA = REPO / "src" / "torchclip" / "data"
@@ -27,8 +35,6 @@ CAT_PHOTO = REPO / "tests" / "data" / "images" / "chelsea.png"
 
 def tiny_random_checkpoint() -> Path:
     """A randomly initialised CLIP folder, for when no trained model is available."""
-    from torchclip import CLIPConfig, CLIPImageProcessor, CLIPProcessor
-
     folder = Path(tempfile.mkdtemp(prefix="torchclip-random-"))
     small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
     config = CLIPConfig(text_config=small, vision_config={**small, "patch_size": 32}, projection_dim=64)
@@ -79,8 +85,6 @@ def main() -> int:
         label_probabilities(*loaded, Image.open(CAT_PHOTO), ["a photo of a cat", "a photo of a dog"]),
     )
     if folder == BUNDLED_MODEL:
-        from torchclip.datasets.synthetic import HELD_OUT, all_compositions, with_article
-
         print(
             "\nThe bundled model was trained on pictures of coloured shapes, not photos: the cat photo above is"
             "\noutside what it knows. Its own domain, over all 48 colour-shape labels (top 5 shown; * = a pair"

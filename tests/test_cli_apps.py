@@ -220,6 +220,19 @@ def query_vectors(store: Path, photos: Path) -> list[np.ndarray]:
     return [text, image]
 
 
+def test_help_imports_no_torch_store_or_converters():
+    """Building the parser imports every subcommand module; they import the heavy parts only when they run
+    (why pyproject.toml lets src/torchclip/cli/ import inside functions)."""
+    code = (
+        "import sys; from torchclip.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lance', 'torchclip.store', 'torchclip.convert') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_every_command_has_examples_and_errors_are_one_line(tmp_path, capsys):
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
@@ -265,7 +278,7 @@ def test_embed_fast_decode_is_close_to_exact_decoding(model, tmp_path):
 
 
 def test_bench_prints_the_side_by_side_table():
-    """`torchclip bench --tiny`: every row the inference issue names, in both precisions, with a ratio."""
+    """`torchclip bench --tiny`: every row of the docs/performance.md table, in both precisions, with a ratio."""
     pytest.importorskip("transformers")
     out = torchclip("bench", "--tiny", "--repeats", "1").stdout
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]

@@ -9,7 +9,7 @@ import torch
 
 
 class BatchFeature(dict):
-    """A dict with attribute access and `.to(device)`, like the reference's `BatchFeature`."""
+    """A dict with attribute access and `.to(device)`, like transformers' `BatchFeature`."""
 
     def __getattr__(self, name: str) -> Any:
         try:

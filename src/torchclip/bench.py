@@ -25,6 +25,7 @@ import torch
 
 from torchclip.config import CLIPConfig
 from torchclip.modeling import CLIPModel
+from torchclip.tokenizer import CLIPTokenizer
 
 WORDS = (
     "a photo of the small large red blue green dog cat bird car tree house person man woman child on in at with "
@@ -155,14 +156,13 @@ def run(
     log: Callable[[str], None] = print,
     matmul_size: int = 2048,
 ) -> Report:
-    """Measure everything the inference issue names; `reference=False` measures torchclip alone.
+    """Measure the rows of docs/performance.md's `torchclip bench` table; `reference=False` measures torchclip
+    alone.
 
     `memory_config`: the model whose loading (peak RSS, seconds) is measured in fresh processes
     (e.g. `VIT_L_14`); None skips it. `matmul_size`: the square matrices of the machine's matmul rate
     (smaller for a quick smoke run).
     """
-    from torchclip.tokenizer import CLIPTokenizer
-
     config = config or CLIPConfig()
     report = Report()
     report.facts["threads"] = torch.get_num_threads()
@@ -174,7 +174,7 @@ def run(
     del ours32
     if reference:
         try:
-            import transformers
+            import transformers  # noqa: PLC0415 - optional dependency (the comparison; extra: test)
         except ImportError:
             log("transformers is not installed: measuring torchclip alone")
             reference = False
@@ -218,7 +218,7 @@ def run(
 
 
 def memory_rows(config: CLIPConfig, reference: bool, log: Callable[[str], None]) -> list[Row]:
-    """Peak RSS and time of `from_pretrained` in fresh processes, torchclip and the reference."""
+    """Peak RSS and time of `from_pretrained` in fresh processes, torchclip and transformers."""
     with tempfile.TemporaryDirectory(prefix="torchclip-bench-memory-") as tmp:
         with torch.device("meta"):
             model = CLIPModel(config)
@@ -249,7 +249,7 @@ VIT_L_14 = CLIPConfig(
 
 
 def _measure(ours, theirs, dtype, pixels, captions, tokenizer, batch_size, repeats, log) -> list[Row]:
-    """Images, 77-token texts and the caption mix, ours and the reference's interleaved."""
+    """Images, 77-token texts and the caption mix, ours and transformers' interleaved."""
     precision = str(dtype).removeprefix("torch.")
     pixels = pixels.to(dtype)
     rows = []

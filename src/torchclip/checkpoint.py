@@ -173,7 +173,7 @@ def save_state_dict(
     max_shard_size: int | str = "5GB",
     metadata: dict | None = None,
 ) -> list[Path]:
-    """Write safetensors (sharded above `max_shard_size`, with the reference's index file) atomically."""
+    """Write safetensors (sharded above `max_shard_size`, with transformers' index file) atomically."""
     limit = parse_size(max_shard_size)
     seen: set[int] = set()
     tensors: dict[str, torch.Tensor] = {}

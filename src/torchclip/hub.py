@@ -30,7 +30,7 @@ def resolve_folder(name_or_path: str | os.PathLike, *, what: str = "checkpoint")
     if not looks_like_hub_id:
         raise FileNotFoundError(f"{what} folder {text!r} does not exist")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # noqa: PLC0415 - optional dependency (hub)
     except ImportError:
         raise FileNotFoundError(
             f"{what} {text!r} is not a local folder, and it looks like a model-hub id, but huggingface_hub "

@@ -165,7 +165,7 @@ def _collate_bytes(items: list) -> list:
 def _nvjpeg_decoder() -> Callable | None:
     """torchvision's batched `decode_jpeg` (nvJPEG on CUDA devices), or None without torchvision."""
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.io import ImageReadMode, decode_jpeg  # noqa: PLC0415 - optional dependency (torchvision)
     except ImportError:
         return None
     return lambda data, device: decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)

@@ -14,7 +14,7 @@ The default pipeline is OpenAI's original evaluation transform (``clip.load(...)
    transparency is *dropped*, not composited (a transparent pixel keeps the colour it stores,
    un-premultiplied), palettes map through their colours, 16-bit and float modes are clipped to 0..255;
 5. scale to [0, 1] and normalise with the CLIP mean and std, fused into one multiply-add per channel
-   (within 3e-7 of the reference's divide-subtract-divide).
+   (within 3e-7 of OpenAI's divide-subtract-divide: torchvision's ``ToTensor`` and ``Normalize``).
 
 ``pipeline="transformers"`` reproduces ``transformers.CLIPImageProcessor`` (5.x, the Pillow backend
 it uses without torchvision) instead: transparency is composited onto white and the crop offset is
@@ -109,7 +109,7 @@ class _Settings:
 class CLIPImageProcessor:
     """Turns images into CLIP's `pixel_values` [N, 3, H, W], reproducing OpenAI's original transform.
 
-    Every step has the reference API's switch and parameter (`do_resize`/`size`/`resample`,
+    Every step has `transformers.CLIPImageProcessor`'s switch and parameter (`do_resize`/`size`/`resample`,
     `do_center_crop`/`crop_size`, `do_rescale`/`rescale_factor`, `do_normalize`/`image_mean`/`image_std`,
     `do_convert_rgb`); any of them can also be overridden for one call. Two options are torchclip's own:
 

@@ -22,8 +22,8 @@ MAX_SIDE = 16_000  # pixels; larger figures exhaust memory in the renderer (a 10
 
 def _figure(width: int, height: int) -> Any:
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional dependency (plot)
+        from matplotlib.figure import Figure  # noqa: PLC0415 - optional dependency (plot)
     except ImportError:
         raise ImportError("plots need matplotlib: pip install 'torchclip[plot]' (or matplotlib)") from None
     if width < 50 or height < 50:

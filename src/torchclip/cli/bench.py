@@ -1,4 +1,4 @@
-"""`torchclip bench`: torchclip and the reference side by side, one process, same weights and inputs."""
+"""`torchclip bench`: torchclip and transformers (the reference) side by side, one process, same weights and inputs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ EXAMPLES = """examples:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "bench",
-        help="inference speed and memory against the reference, as ratios",
+        help="inference speed and memory against transformers, as ratios",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

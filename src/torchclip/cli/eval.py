@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from torchclip.cli.classify import progress_bar
 from torchclip.cli.common import (
     add_model_options,
     add_templates_option,
@@ -15,6 +16,7 @@ from torchclip.cli.common import (
     chosen_templates,
     load_model_and_processor,
 )
+from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
 from torchclip.display import printable
 
 EXAMPLES = """examples:
@@ -76,7 +78,6 @@ def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
 def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple[list, list[str], list[str]]:
     """Up to `limit` good (image, caption) pairs from any training data source, and the bad samples
     skipped (their messages); `MAX_BAD_IN_ROW` bad ones in a row end it with an error."""
-    from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
     from torchclip.train.data import BadSample, open_source
 
     source = open_source(spec, seed, image_size)
@@ -105,7 +106,6 @@ def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple
 
 def _embed_paths(model, processor, paths: list[Path], batch_size: int, quiet: bool):
     """Embeddings of the image files that decode, their indices in `paths`, and (index, error) of the others."""
-    from torchclip.cli.classify import progress_bar
     from torchclip.embed import embed_image_files, join_batches
 
     with progress_bar(len(paths), quiet) as bar:
@@ -116,7 +116,6 @@ def _embed_paths(model, processor, paths: list[Path], batch_size: int, quiet: bo
 
 def run(args: argparse.Namespace) -> int:
     from torchclip import evaluate
-    from torchclip.cli.classify import progress_bar
     from torchclip.datasets.synthetic import SyntheticCaptions
 
     templates = chosen_templates(args)  # a bad template fails first

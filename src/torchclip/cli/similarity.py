@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from torchclip.cli.classify import progress_bar, read_labels, usable_images
 from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
 from torchclip.display import printable, shorten
 
@@ -63,7 +64,6 @@ def parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchclip.cli.classify import progress_bar, read_labels, usable_images
     from torchclip.embed import check_finite, embed_image_files, embed_texts, join_batches
 
     texts = args.texts or read_labels(args.texts_file, what="texts")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 EXAMPLES = """examples:
   torchclip store info pictures.emb        # rows, model, source, generation, index and its recall
@@ -29,8 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from torchclip.store import EmbeddingStore, upgrade_npz_store
 
     if args.action == "upgrade":

@@ -7,12 +7,13 @@ and outputs are float32 whatever the graph's dtype. Batch and sequence axes are 
 tokenizer and preprocessor files, the model's config.json and `onnx_manifest.json` (dims, opset, dtype,
 pooling rule, the verification's measured differences).
 
-What is traced is the reference computation, not the PyTorch speed paths: the text tower applies its causal +
-padding mask on every call (PyTorch skips it when nothing is padded, a branch on the data that a graph cannot
-hold) and pools by gathering the end token's state from the full sequence (PyTorch packs sequences instead);
-the image tower runs its last layer at every position (PyTorch only at the class token). The fused fp32
-linear kernel is only taken inside `fused_fp32_linears()`, which these forwards never enter, and bf16 is
-not an export dtype, so every projection is a plain `F.linear`, i.e. ONNX's MatMul + Add (or Gemm).
+What is traced is the plain computation, not the PyTorch speed paths (`modeling/fast.py`, `modeling/packing.py`):
+the text tower applies its causal + padding mask on every call (PyTorch skips it when nothing is padded, a
+branch on the data that a graph cannot hold) and pools by gathering the end token's state from the full
+sequence (PyTorch packs sequences instead); the image tower runs its last layer at every position (PyTorch
+only at the class token). The fused fp32 linear kernel is only taken inside `fused_fp32_linears()`, which
+these forwards never enter, and bf16 is not an export dtype, so every projection is a plain `F.linear`, i.e.
+ONNX's MatMul + Add (or Gemm).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchclip import __version__
 from torchclip.config import CLIPResNetVisionConfig
 from torchclip.convert.loading import default_processor
 from torchclip.io import atomic_folder, default_file_mode, write_json
@@ -42,7 +44,9 @@ VISION_GRAPH = "vision_model.onnx"
 MANIFEST = "onnx_manifest.json"
 FORMAT_VERSION = 1
 EXPORT_DTYPES = ("float32", "float16", "int8")
-DEFAULT_OPSET = 18  # the dynamo exporter's own; others are converted from it (17 and 20 verified here)
+# the dynamo exporter's own; others are converted from it (17 and 20 also passed the export's verification when
+# this was written)
+DEFAULT_OPSET = 18
 
 # Largest allowed |ONNX Runtime - PyTorch fp32| on the verification inputs. fp16: the embeddings' size
 # times fp16's rounding over a whole tower, so relative to max |embedding|: measured 3e-4 of it on the
@@ -76,7 +80,8 @@ class TextFeatures(nn.Module):
         mask = causal_padding_mask(attention_mask, input_ids.shape[-1], x.dtype)
         x, _, _ = tower.encoder(x, mask)
         x = tower.final_layer_norm(x)
-        # the reference's pooling rule; it casts to int32 before argmax, which ONNX Runtime needs at some opsets
+        # transformers' pooling rule (`pooled_positions`); it casts to int32 before argmax, which ONNX Runtime needs
+        # at some opsets
         ends = tower.pooled_positions(input_ids)
         pooled = x[torch.arange(x.shape[0], device=x.device), ends]
         return self.text_projection(pooled).float()
@@ -181,7 +186,7 @@ def export_onnx(
             opset=opset,
         )
         if dtype == "int8":
-            from torchclip.deploy.quantize import quantize_graph
+            from torchclip.deploy.quantize import quantize_graph  # noqa: PLC0415 - cycle: quantize imports onnx_export
 
             quantize_graph(staging / TEXT_GRAPH)
             quantize_graph(staging / VISION_GRAPH)
@@ -268,7 +273,7 @@ def session(path: str | os.PathLike, providers: list[str] | None = None, threads
     """An ONNX Runtime session: CUDA first when this onnxruntime has it, then the CPU; `threads` for the CPU
     (default: ONNX Runtime's own choice, one per physical core)."""
     require_onnx()
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 - optional dependency (onnx)
 
     available = onnxruntime.get_available_providers()
     if providers is None:
@@ -301,7 +306,7 @@ def verify_export(reference: CLIPModel, folder: Path, dtype: str) -> dict[str, f
     differences, problems = {}, []
     for tower, pairs in checks.items():
         if dtype == "int8":  # quantization moves every value a little: judged by direction, not by value
-            from torchclip.deploy.quantize import INT8_MIN_COSINE
+            from torchclip.deploy.quantize import INT8_MIN_COSINE  # noqa: PLC0415 - cycle: quantize imports onnx_export
 
             worst = min(float(_cosines(expected, got).min()) for expected, got in pairs)
             differences[f"{tower}_min_cosine"] = worst
@@ -326,8 +331,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _manifest(model: CLIPModel, dtype: str, opset: int, differences: dict[str, float]) -> dict[str, Any]:
-    from torchclip import __version__
-    from torchclip.store import model_fingerprint
+    # not at the top: the store imports lance, which warns at every fork once imported, and ONNX-backend
+    # commands (`classify --backend onnx`) fork DataLoader workers to decode images
+    from torchclip.store import model_fingerprint  # noqa: PLC0415 - keeps lance out of --backend onnx
 
     config = model.config
     vision = config.vision_config

@@ -17,6 +17,7 @@ import torch
 
 from torchclip.config import CLIPConfig
 from torchclip.deploy.onnx_export import MANIFEST, session
+from torchclip.processor import CLIPProcessor
 
 
 class ONNXCLIPEncoder:
@@ -78,8 +79,6 @@ def load_onnx(
 
 def load_onnx_and_processor(folder: str | os.PathLike | None, device: str = "cpu", dtype: str = "float32") -> tuple:
     """(ONNXCLIPEncoder, CLIPProcessor) for the command line's `--backend onnx --model FOLDER --device D`."""
-    from torchclip.processor import CLIPProcessor
-
     if folder is None:
         raise ValueError("--backend onnx needs --model: a folder from `torchclip export MODEL OUT --format onnx`")
     if dtype != "float32":
@@ -87,7 +86,7 @@ def load_onnx_and_processor(folder: str | os.PathLike | None, device: str = "cpu
     if device == "cpu":
         providers = ["CPUExecutionProvider"]
     elif device.startswith("cuda"):
-        import onnxruntime
+        import onnxruntime  # noqa: PLC0415 - optional dependency (onnx)
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise ValueError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")

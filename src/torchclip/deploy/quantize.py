@@ -2,8 +2,9 @@
 
 Chosen by measurement (benchmarks/bench_deploy.py, docs/deployment.md): ONNX Runtime's dynamic quantization
 (MatMulInteger on int8 weights) ran a ViT-B/32 MLP projection [1600 x 768] x [768 x 3072] 6x faster than its
-fp32 MatMul on this CPU (AMX/VNNI int8), PyTorch's dynamic quantization (`torch.ao`, deprecated) 2x faster
-than its fp32 `linear`. So `quantize()` exports the model to ONNX and quantizes the graphs.
+fp32 MatMul on the 2-core x86_64 VM of docs/performance.md (AMX/VNNI int8, 2 threads), PyTorch's dynamic
+quantization (`torch.ao`, deprecated) 2x faster than its fp32 `linear`. So `quantize()` exports the model to
+ONNX and quantizes the graphs.
 
 What stays in float: the final projections into the joint space, the attention score and value products
 (activation x activation), softmax, layer norms, embeddings, the patch convolution and the ResNet's
@@ -20,7 +21,13 @@ from typing import Any
 
 import onnx
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
+from torchclip.deploy.onnx_export import export_onnx
+from torchclip.deploy.onnx_runtime import load_onnx
+from torchclip.embed import embed_images
+from torchclip.evaluate import synthetic_templates, zero_shot_classifier
 from torchclip.io import atomic_path
 
 # An int8 export is kept if every verification embedding has at least this cosine with PyTorch fp32's:
@@ -30,8 +37,6 @@ INT8_MIN_COSINE = 0.98
 
 def quantize_graph(path: str | os.PathLike) -> None:
     """Replace the fp32 ONNX graph at `path` by its dynamic-int8 version (weights int8 per channel)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     path = Path(path)
     root = logging.getLogger()
     level = root.level
@@ -78,9 +83,6 @@ def quantize(model: Any, dtype: str = "int8", providers: list[str] | None = None
     This exports, quantizes and verifies the model first (a ViT-B/32: over a minute on 2 cores); to do it once,
     export with `torchclip export MODEL OUT --format onnx --dtype int8` and load OUT with `load_onnx`.
     """
-    from torchclip.deploy.onnx_export import export_onnx
-    from torchclip.deploy.onnx_runtime import load_onnx
-
     if dtype != "int8":
         raise ValueError(f"quantize() makes int8 models, not {dtype!r} (for float16 use model.half())")
     with tempfile.TemporaryDirectory(prefix="torchclip-int8-") as scratch:
@@ -95,10 +97,6 @@ def agreement_with(
     zero-shot evaluation (`torchclip.evaluate.synthetic_zero_shot`'s images, classes and prompts): both
     top-1 accuracies, the fraction of images given the same class, and the cosine of the two models'
     image and class embeddings (mean and min)."""
-    from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
-    from torchclip.embed import embed_images
-    from torchclip.evaluate import synthetic_templates, zero_shot_classifier
-
     classes = [composition_name(c, s) for c, s in all_compositions()]
     world = SyntheticCaptions(seed=seed, split=split, image_size=reference.config.vision_config.image_size)
     examples = [world.example(index) for index in range(per_class * len(world.pairs))]

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -42,9 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from torchclip.convert import load
+from torchclip.deploy.onnx_runtime import load_onnx_and_processor
 from torchclip.serve.batching import QueueFull, pixels_of, query_encoder, searcher
 from torchclip.serve.bind import check_bind, is_loopback
 from torchclip.serve.media import BadImage, Gone, Thumbnails, decode_upload, open_stored
+from torchclip.store import EmbeddingStore, model_fingerprint
 
 __all__ = ["ServeSettings", "app_from_environment", "create_app", "load_model_for"]
 
@@ -94,13 +99,7 @@ def load_model_for(
     store: Any, model: str | None, device: str = "cpu", dtype: str = "float32", backend: str = "torch"
 ) -> tuple[Any, Any]:
     """(model, processor) to search `store` with: `model`, else the checkpoint the store was embedded with."""
-    import torch
-
-    from torchclip.convert import load
-
     if backend == "onnx":
-        from torchclip.deploy.onnx_runtime import load_onnx_and_processor
-
         return load_onnx_and_processor(model, device, dtype)
     name = model or store.model.get("path") or store.model.get("name")
     if not name:
@@ -198,8 +197,6 @@ class LiveStore:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from torchclip.store import EmbeddingStore
-
         self._open = lambda: EmbeddingStore(folder)
         self.current = self._open()
         self._probe = self._open()
@@ -383,8 +380,6 @@ class Guard:
 def create_app(settings: ServeSettings, model: Any = None, processor: Any = None) -> Guard:
     """The ASGI app serving `settings.store`; `model`/`processor` as loaded by the caller, else loaded here
     (`load_model_for`). Its FastAPI application (routes, OpenAPI schema) is `.app` of the returned guard."""
-    from torchclip.store import model_fingerprint
-
     check_bind(settings.host, settings.token, settings.insecure)
     live = LiveStore(settings.store)
     if model is None:
@@ -428,8 +423,6 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
         lifespan=lifespan,
     )
     if settings.cors:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors,

@@ -5,8 +5,9 @@
                                                   (7.6 s at 10M: benchmarks/bench_store.py), ~8 ms at 10k
     <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
                                                   whose graph fits in memory (tested for recall; not
-                                                  benchmarked at scale: a 200k build did not finish in
-                                                  10 minutes on the shared 2-core machine)
+                                                  benchmarked at scale: in benchmarks/bench_store.py a
+                                                  200k build did not finish in 10 minutes on the
+                                                  shared 2-core machine)
     beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
                                                   (64 bytes a row at 512-d, 1/32 of float32); 8% of
                                                   the partitions probed (at most 64) and the best 20*k

@@ -35,12 +35,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pyarrow import fs
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about things that are normal here
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 import lance  # noqa: E402
 
 from torchclip.io import write_json as write_json_atomic  # noqa: E402
+from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
 from torchclip.store.exact import TopK, block_candidates  # noqa: E402
 
 __all__ = [
@@ -136,8 +138,6 @@ def _is_uri(folder: str) -> bool:
 def _filesystem(uri: str, options: dict[str, str]) -> tuple[Any, str]:
     """(pyarrow filesystem, path inside it) for an object-store URI; S3 takes the same options as Lance
     (aws_access_key_id, aws_secret_access_key, aws_region, aws_endpoint, allow_http), else the environment."""
-    from pyarrow import fs
-
     if not uri.startswith("s3://"):
         return fs.FileSystem.from_uri(uri)
     endpoint = options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL")
@@ -168,8 +168,6 @@ class _Folder:
 
     def exists(self, name: str) -> bool:
         if self.remote:
-            from pyarrow import fs
-
             return self._fs.get_file_info(f"{self._root}/{name}").type != fs.FileType.NotFound
         return (self.path / name).exists()
 
@@ -300,7 +298,7 @@ class EmbeddingStore:
             )
         config = self.folder.read_json(CONFIG)
         if config.get("format") == 1:  # the .npz store of torchclip 0.1: upgrade it in place
-            from torchclip.store.upgrade import upgrade_npz_store
+            from torchclip.store.upgrade import upgrade_npz_store  # noqa: PLC0415 - cycle: upgrade imports table
 
             upgrade_npz_store(self.folder.path)
             config = self.folder.read_json(CONFIG)
@@ -694,8 +692,6 @@ class EmbeddingStore:
     def build_index(self, index_type: str = "auto", k: int = 10, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
         """Build the ANN index chosen by size (see `torchclip.store.ann`), measure its recall@k against
         exact search on up to `queries` stored vectors, and record both; returns `index_info()`."""
-        from torchclip.store.ann import build_vector_index, measure_recall
-
         with self.writing():
             info = build_vector_index(self, index_type)
             self._config["index"] = info

@@ -16,6 +16,7 @@ parts into the store at the end (and a killed run's parts at the next start, ski
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -279,8 +280,6 @@ def _write_failures(
     store: EmbeddingStore, folder: Path, rank: int, world_size: int, report: UpdateReport, merge: bool = False
 ) -> None:
     """failures.json (a distributed run: each rank's parts/failures-N.json, merged by rank 0 at the end)."""
-    import json
-
     if world_size > 1 and not merge:
         (folder / PARTS).mkdir(exist_ok=True)
         (folder / PARTS / f"failures-{rank}.json").write_text(json.dumps(report.failures))
@@ -326,8 +325,6 @@ def _prepare(
 
 def _next_id(folder: Path) -> int:
     """The id counter of a store being rebuilt, so that ids stay unique over the store's whole life."""
-    import json
-
     try:
         return int(json.loads((folder / CONFIG).read_text())["next_id"])
     except (OSError, ValueError, KeyError, TypeError):

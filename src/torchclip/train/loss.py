@@ -26,7 +26,8 @@ from torchclip.modeling.clip import contrastive_loss
 
 def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All ranks' features concatenated in rank order, differentiable with respect to every rank's part."""
-    from torch.distributed.nn.functional import all_gather  # here: a torch without distributed support lacks it
+    # a torch built without distributed support lacks this module
+    from torch.distributed.nn.functional import all_gather  # noqa: PLC0415 - optional dependency (torch.distributed)
 
     return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
 

@@ -21,8 +21,8 @@ class MetricsLog:
         self.path = folder / METRICS_NAME
         self.board = None
         if enabled:
-            try:  # an optional dependency
-                from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional dependency (tensorboard)
 
                 self.board = SummaryWriter(str(folder / "tensorboard"))
             except ImportError:
