@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from torchclip.store.exact import BLOCK_ROWS
+
 if TYPE_CHECKING:
     from torchclip.store.table import EmbeddingStore
 
@@ -106,7 +108,7 @@ def _compact(store: EmbeddingStore) -> None:
     holding such a version for longer would have to reopen). Fewer fragments: faster scans and searches."""
     dataset = store.dataset
     if len(dataset.get_fragments()) > 1 or dataset.stats.dataset_stats()["num_deleted_rows"]:
-        dataset.optimize.compact_files(target_rows_per_fragment=1 << 20)
+        dataset.optimize.compact_files(target_rows_per_fragment=1 << 20, max_rows_per_group=BLOCK_ROWS)
         store.refresh()
     store.dataset.cleanup_old_versions(older_than=timedelta(hours=1))
     store.refresh()

@@ -20,7 +20,9 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["SCREEN_ERROR", "TopK", "block_candidates"]
+__all__ = ["BLOCK_ROWS", "SCREEN_ERROR", "TopK", "block_candidates"]
+
+BLOCK_ROWS = 32_768  # rows per block of exact search (64 MB of float32 512-d vectors) and per Lance row group
 
 SCREEN_ERROR = 2.0**-10 + 1e-5  # query rounding + product rounding + float32 accumulation slack
 SCREEN_EXTRA = 64  # rows kept beyond k per query and block before the error bound asks for more

@@ -43,7 +43,7 @@ import lance  # noqa: E402
 
 from torchclip.io import write_json as write_json_atomic  # noqa: E402
 from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
-from torchclip.store.exact import TopK, block_candidates  # noqa: E402
+from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates  # noqa: E402
 
 __all__ = [
     "EmbeddingStore",
@@ -61,11 +61,13 @@ CONFIG, TABLE, FAILURES, LOCK, PARTS = "store.json", "rows.lance", "failures.jso
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 METADATA_COLUMNS = ["size", "mtime", "width", "height", "taken_at"]
 ROW_COLUMNS = ["id", "key", "text", *METADATA_COLUMNS]
-BLOCK_ROWS = 32_768  # rows per block of exact search: 64 MB of float32 512-d vectors
 # Lance's first (v1, "legacy") file layout: plain Arrow buffers, which Lance reads near memory speed. The
 # newer layouts decode fixed-size vectors through structural encodings several times slower (300k 512-d
 # float16 vectors scanned at 5.9 GB/s in v1 against 0.95 in 2.1 and 0.74 in 2.2 on the 2-core test machine:
-# `benchmarks/bench_store.py --step formats`), and exact search is a scan of every vector.
+# `benchmarks/bench_store.py --step formats`), and exact search is a scan of every vector. v1 files hand
+# the scanner one row group per batch whatever its batch_size, so groups are written BLOCK_ROWS long (Lance's
+# default 1,024 made exact search pay its per-block cost 32 times over: 0.86-0.94 s against 0.46-0.59 s per
+# 1M float16 rows, same run).
 FILE_FORMAT = "legacy"
 ANN_THREADS = max(2, os.cpu_count() or 1)  # threads answering a batch of ANN queries
 
@@ -452,7 +454,11 @@ class EmbeddingStore:
 
     def _commit_append(self, table: pa.Table) -> None:
         self._dataset = lance.write_dataset(
-            table, self.folder.uri(TABLE), mode="append", storage_options=self.folder.storage_options
+            table,
+            self.folder.uri(TABLE),
+            mode="append",
+            max_rows_per_group=BLOCK_ROWS,
+            storage_options=self.folder.storage_options,
         )
 
     def reserve_ids(self, count: int) -> int:

@@ -18,6 +18,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from torchclip.store.exact import BLOCK_ROWS
 from torchclip.store.sources import image_metadata
 from torchclip.store.table import (
     CONFIG,
@@ -71,7 +72,13 @@ def upgrade_npz_store(folder: str | Path) -> bool:
 
         shutil.rmtree(folder / TABLE, ignore_errors=True)  # an upgrade that was killed before its commit
         batches_reader = pa.RecordBatchReader.from_batches(schema, batches())
-        lance.write_dataset(batches_reader, str(folder / TABLE), schema=schema, data_storage_version=FILE_FORMAT)
+        lance.write_dataset(
+            batches_reader,
+            str(folder / TABLE),
+            schema=schema,
+            data_storage_version=FILE_FORMAT,
+            max_rows_per_group=BLOCK_ROWS,
+        )
         rows = lance.dataset(str(folder / TABLE)).count_rows()
         config = {
             "format": FORMAT_VERSION,
