@@ -1,8 +1,8 @@
 """The approximate-nearest-neighbour index of a store, chosen by its size, and its measured recall.
 
     rows                 index                    why
-    <= 10,000            flat (none: exact)       exact search costs ~0.76 s per 1M 512-d float16 rows
-                                                  (7.6 s at 10M: benchmarks/bench_store.py), ~8 ms at 10k
+    <= 10,000            flat (none: exact)       exact search costs ~0.5-0.65 s per 1M 512-d float16 rows
+                                                  (6.3 s at 10M: benchmarks/bench_store.py), ~6 ms at 10k
     <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
                                                   whose graph fits in memory (tested for recall; not
                                                   benchmarked at scale: in benchmarks/bench_store.py a
