@@ -11,9 +11,10 @@
     beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
                                                   (64 bytes a row at 512-d, 1/32 of float32); 8% of
                                                   the partitions probed (at most 64) and the best 20*k
-                                                  candidates re-ranked on the full vectors (PQ codes alone rank
-                                                  too coarsely: recall@10 at 1M rows 0.91 re-ranking
-                                                  10*k, 0.989 with 20*k; at 10M 0.65-0.72 with 20*k:
+                                                  (50*k above 2M rows) candidates re-ranked on the full
+                                                  vectors (PQ codes alone rank too coarsely: recall@10
+                                                  at 1M rows 0.91 re-ranking 10*k, 0.99 with 20*k; at
+                                                  10M 0.59-0.72 with 20*k, 0.77 with 50*k:
                                                   docs/performance.md; benchmarks/bench_store.py)
 
 Lance builds both from a sample and on-disk shuffles, in bounded memory, and keeps them on disk beside the
@@ -44,6 +45,9 @@ __all__ = ["INDEX_TYPES", "build_vector_index", "choose_index_type", "measure_re
 INDEX_TYPES = ("flat", "hnsw", "ivf_pq")
 FLAT_MAX, HNSW_MAX = 10_000, 500_000
 INDEX_NAME = "vector_idx"
+# Above this many rows IVF_PQ re-ranks 50*k candidates instead of 20*k: at 10M rows (512-d float16) recall@10
+# rose from 0.59 to 0.77 at the same latency, at 1M it stayed 0.964 and cost 5 ms more (docs/performance.md)
+RERANK_MORE_ABOVE = 2_000_000
 TIE_TOLERANCE = 1e-5  # scores this close to the k-th best count as ties (float16 vectors round ~1e-3 apart)
 
 
@@ -92,7 +96,8 @@ def build_vector_index(store: EmbeddingStore, index_type: str = "auto") -> dict[
             num_sub_vectors=sub_vectors,
         )
         info.update(partitions=partitions, sub_vectors=sub_vectors)
-        info["search"] = {"nprobes": max(1, min(partitions, math.ceil(partitions * 0.08), 64)), "refine_factor": 20}
+        probes = max(1, min(partitions, math.ceil(partitions * 0.08), 64))
+        info["search"] = {"nprobes": probes, "refine_factor": 20 if rows <= RERANK_MORE_ABOVE else 50}
     for column in ("id", "key"):
         store.refresh()
         store.dataset.create_scalar_index(column, "BTREE", replace=True)
