@@ -13,8 +13,8 @@ JPEGs, crops of the bundled test photos) are made in a temporary folder.
     .venv/bin/python benchmarks/bench_embed_folder.py                        # 1,000 photos, float32
     .venv/bin/python benchmarks/bench_embed_folder.py --num-images 128 --dtype bfloat16
 
-Targets: torchclip end to end >= 1.5x the reference (issues 7, 8); with exact pixels >= 0.90 of model-only in
-fp32 and >= 0.80 in bf16 (issue 16). On 2 cores that the model also uses, decoding and Pillow's resize take
+Targets: torchclip end to end >= 1.5x the transformers loop; with exact pixels >= 0.90 of model-only in
+fp32 and >= 0.80 in bf16. On 2 cores that the model also uses, decoding and Pillow's resize take
 their CPU from the model (see docs/performance.md, "Pixels").
 """
 

@@ -13,7 +13,7 @@ a 2-core machine they share the CPUs with the server: the figures are the whole 
     flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py                 # 100,000 rows
     flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py --rows 1000000 --index
 
-Target (issue 13): 16 concurrent clients with text queries >= 3x the QPS of one client at a time, p99 <= 4x p50,
+Target: 16 concurrent clients with text queries >= 3x the QPS of one client at a time, p99 <= 4x p50,
 no error.
 """
 
