@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from torchclip.cli.common import (
     add_model_options,
@@ -13,6 +12,9 @@ from torchclip.cli.common import (
     add_truncate_option,
     chosen_templates,
     load_model_and_processor,
+    progress_bar,
+    read_labels,
+    usable_images,
 )
 from torchclip.display import printable, shorten
 
@@ -49,48 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_truncate_option(parser)
     add_model_options(parser)
     return parser
-
-
-def read_labels(path: str, what: str = "labels") -> list[str]:
-    """One label (or text) per non-blank line of a UTF-8 file; a byte-order mark is not part of the first."""
-    file = Path(path)
-    if file.is_dir():
-        raise IsADirectoryError(f"{what} file {printable(path)!r} is a folder, not a text file")
-    if not file.is_file():
-        raise FileNotFoundError(f"{what} file {printable(path)!r} does not exist")
-    try:
-        content = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = file.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{what} file {printable(path)!r}, line {line}: not UTF-8 text ({exc.reason})") from None
-    labels = [line.strip() for line in content.splitlines() if line.strip()]
-    if not labels:
-        raise ValueError(f"{what} file {printable(path)!r} has no {what}")
-    return labels
-
-
-def usable_images(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(the paths that are files, (path, why not) for the others); an error when none is."""
-    good, missing = [], []
-    for path in paths:
-        if Path(path).is_dir():
-            missing.append((path, "is a folder, not an image file (`torchclip embed FOLDER` takes folders)"))
-        elif not Path(path).is_file():
-            missing.append((path, "does not exist"))
-        else:
-            good.append(path)
-    if not good:
-        path, why = missing[0]
-        more = f" (nor do the other {len(missing) - 1})" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"image {printable(path)!r} {why}{more}")
-    return good, missing
-
-
-def progress_bar(total: int, quiet: bool, unit: str = "img"):  # -> tqdm
-    """Count, rate and ETA on stderr when it is a terminal, unless --quiet."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, disable=True if quiet else None, leave=False, dynamic_ncols=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from torchclip.display import printable
 from torchclip.hub import bundled_model_path
 from torchclip.templates import get_templates
 
@@ -99,3 +100,45 @@ def add_command(
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def read_labels(path: str, what: str = "labels") -> list[str]:
+    """One label (or text) per non-blank line of a UTF-8 file; a byte-order mark is not part of the first."""
+    file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(f"{what} file {printable(path)!r} is a folder, not a text file")
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} file {printable(path)!r} does not exist")
+    try:
+        content = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{what} file {printable(path)!r}, line {line}: not UTF-8 text ({exc.reason})") from None
+    labels = [line.strip() for line in content.splitlines() if line.strip()]
+    if not labels:
+        raise ValueError(f"{what} file {printable(path)!r} has no {what}")
+    return labels
+
+
+def usable_images(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the paths that are files, (path, why not) for the others); an error when none is."""
+    good, missing = [], []
+    for path in paths:
+        if Path(path).is_dir():
+            missing.append((path, "is a folder, not an image file (`torchclip embed FOLDER` takes folders)"))
+        elif not Path(path).is_file():
+            missing.append((path, "does not exist"))
+        else:
+            good.append(path)
+    if not good:
+        path, why = missing[0]
+        more = f" (nor do the other {len(missing) - 1})" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"image {printable(path)!r} {why}{more}")
+    return good, missing
+
+
+def progress_bar(total: int, quiet: bool, unit: str = "img"):  # -> tqdm
+    """Count, rate and ETA on stderr when it is a terminal, unless --quiet."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, disable=True if quiet else None, leave=False, dynamic_ncols=True)

@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.classify import progress_bar
 from torchclip.cli.common import (
     add_model_options,
     add_templates_option,
@@ -15,6 +14,7 @@ from torchclip.cli.common import (
     bundled_model_path,
     chosen_templates,
     load_model_and_processor,
+    progress_bar,
 )
 from torchclip.datasets.bad_samples import MAX_BAD_IN_ROW, BadInRow
 from torchclip.display import printable

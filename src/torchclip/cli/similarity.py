@@ -7,8 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from torchclip.cli.classify import progress_bar, read_labels, usable_images
-from torchclip.cli.common import add_model_options, add_truncate_option, load_model_and_processor
+from torchclip.cli.common import (
+    add_model_options,
+    add_truncate_option,
+    load_model_and_processor,
+    progress_bar,
+    read_labels,
+    usable_images,
+)
 from torchclip.display import printable, shorten
 
 TEXT_COLUMN = 60  # characters of each text shown in the table (JSON has them whole)
