@@ -48,10 +48,12 @@ WORDS = ["red", "blue", "green", "yellow", "circle", "square", "star", "a photo 
 
 def make_store(folder: Path, rows: int, vector_dtype: str = "float32", seed: int = 0) -> tuple[Path, list[str]]:
     """A store of `rows` random unit vectors made by the bundled model's identity (kept and reused when
-    `folder` already holds one of that size); returns (store, some keys)."""
+    `folder` already holds one of that size and dtype); returns (store, some keys)."""
     rng = np.random.default_rng(seed)
-    if (folder / "store.json").is_file() and len(EmbeddingStore(folder)) == rows:
-        return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]
+    if (folder / "store.json").is_file():
+        kept = EmbeddingStore(folder)
+        if len(kept) == rows and kept.vector_dtype == vector_dtype:
+            return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]
     model, _ = load(BUNDLED)
     dim = model.config.projection_dim
     identity = {"name": str(BUNDLED), "fingerprint": model_fingerprint(model), "dim": dim}
