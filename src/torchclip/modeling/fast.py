@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN builds bf16 kernels only on CPUs with AVX-512 or AMX; on AVX2-only CPUs (e.g. AMD Zen 3) it refuses
+# to create the primitive, and bf16 takes `F.linear` (PyTorch's own kernel) instead.
+_ONEDNN_BF16 = _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 _FUSED_FP32 = ContextVar("torchclip_fused_fp32", default=False)
 
 # Up to this many keys, bf16 attention on the CPU takes two matrix multiplies instead of PyTorch's flash
@@ -50,14 +53,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
     `F.linear` lowers to `addmm`, which first copies the broadcast bias into the output and then
     accumulates into it; in bf16 that copy is a sizeable part of each projection (docs/performance.md).
-    bf16 inference always takes the fused kernel; fp32 inference only inside `fused_fp32_linears()`.
+    bf16 inference takes the fused kernel where oneDNN supports bf16; fp32 inference only inside
+    `fused_fp32_linears()`.
     Training (autograd) and other devices take the ordinary path.
     """
     if (
         _ONEDNN
         and x.device.type == "cpu"
         and x.dtype == weight.dtype
-        and (x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and _FUSED_FP32.get()))
+        and ((x.dtype == torch.bfloat16 and _ONEDNN_BF16) or (x.dtype == torch.float32 and _FUSED_FP32.get()))
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not torch.compiler.is_compiling()  # inductor fuses the bias itself
     ):
