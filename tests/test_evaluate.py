@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -103,3 +105,19 @@ def test_bundled_model_names_the_bundled_demo_images():
         )
     predicted = [labels[i] for i in outputs.logits_per_image.argmax(dim=1)]
     assert predicted == [f"a photo of {with_article(p.stem.replace('_', ' '))}" for p in pictures]
+
+
+@pytest.mark.parametrize(
+    ("data", "images"), [("synthetic-varied-seen", 40), ("synthetic-unseen-style-heldout", 8), ("synthetic-heldout", 8)]
+)
+def test_cli_eval_zero_shot_on_each_synthetic_split(tmp_path, data, images):
+    from apps_fixtures import save_tiny_model
+
+    from torchclip.cli import main
+
+    folder = save_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "metrics.json"
+    args = ["eval", "--model", str(folder), "--task", "zeroshot", "--data", data, "--per-class", "1"]
+    assert main([*args, "--json", str(out), "--quiet"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == images and metrics["classes"] == 48

@@ -8,9 +8,11 @@ import math
 import random
 import tarfile
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from torchclip.datasets import synthetic
 from torchclip.datasets.synthetic import COLOURS, HELD_OUT, SHAPES, SyntheticCaptions, unnamed_colour
 from torchclip.image_processor import CLIPImageProcessor
 from torchclip.processor import CLIPProcessor
@@ -154,8 +156,9 @@ def test_open_source_rejects_unknown_data(tmp_path):
         FolderPairs(tmp_path)
 
 
-def test_synthetic_training_split_never_shows_a_held_out_pair():
-    world = SyntheticCaptions(seed=0, split="train")
+@pytest.mark.parametrize("style", ["classic", "varied"])
+def test_synthetic_training_split_never_shows_a_held_out_pair(style):
+    world = SyntheticCaptions(seed=0, split="train", style=style)
     words = set()
     for index in range(600):
         _, caption = world.example(index)
@@ -193,3 +196,68 @@ def test_cli_eval_retrieval_on_a_csv(tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["pairs"] == 4
     assert metrics["image_to_text_R@10"] == 1.0  # 4 candidates: always within the top 10
+
+
+def drawn_styles(monkeypatch, world: SyntheticCaptions, count: int) -> list[tuple[synthetic.Style, list]]:
+    """The styles (and the object colours they were chosen for) of `count` of the world's pictures."""
+    chosen = []
+
+    def recording(rng, image_size, colours, unseen=False):
+        style = random_style(rng, image_size, colours, unseen)
+        chosen.append((style, colours))
+        return style
+
+    random_style = synthetic.random_style
+    monkeypatch.setattr(synthetic, "random_style", recording)
+    for index in range(count):
+        world.example(index)
+    return chosen
+
+
+def test_varied_training_pictures_vary_every_drawing_setting_but_the_unseen_ones(monkeypatch):
+    world = SyntheticCaptions(seed=0, split="train", style="varied")
+    chosen = drawn_styles(monkeypatch, world, 600)
+    styles = [style for style, _ in chosen]
+    assert 0.6 < len(styles) / 600 < 0.8  # the rest in the classic style (CLASSIC_SHARE = 0.3)
+    assert {style.background for style in styles} == set(synthetic.BACKGROUNDS)
+    assert {style.outline for style in styles} == set(synthetic.OUTLINES)
+    assert (
+        synthetic.UNSEEN_BACKGROUND not in synthetic.BACKGROUNDS and synthetic.UNSEEN_OUTLINE not in synthetic.OUTLINES
+    )
+    assert {style.smooth for style in styles} == {True, False}
+    assert 0.15 < sum(style.blur > 0 for style in styles) / len(styles) < 0.45
+    assert 0.15 < sum(style.jpeg_quality is not None for style in styles) / len(styles) < 0.45
+    sides = [style.side for style in styles]
+    assert min(sides) < 56 and max(sides) > 230  # 0.75x to 4x the model's 64 px input
+    greys = [sum(style.base) / 3 for style in styles]
+    assert min(greys) < 40 and max(greys) > 215  # dark to white backgrounds
+    for style, colours in chosen:  # and every object stands out from its background
+        assert all(math.dist(style.base, colour) >= synthetic.MIN_CONTRAST for colour in colours), (style, colours)
+    sizes = {world.example(index)[0].size for index in range(40)}
+    assert len(sizes) > 10 and all(width == height for width, height in sizes)
+
+
+def test_unseen_style_split_draws_only_what_training_never_does(monkeypatch):
+    world = SyntheticCaptions(seed=0, split="heldout", style="unseen")
+    styles = [style for style, _ in drawn_styles(monkeypatch, world, 50)]
+    assert len(styles) == 50
+    assert {(style.background, style.outline) for style in styles} == {("checks", "light")}
+    image, caption = world.example(0)
+    assert tuple(caption.split()) in HELD_OUT
+    classic = SyntheticCaptions(seed=0, split="heldout").example(0)
+    assert classic[1] == caption and classic[0].tobytes() != image.convert("RGB").resize((64, 64)).tobytes()
+    with pytest.raises(ValueError, match="only for evaluation"):
+        SyntheticCaptions(split="train", style="unseen")
+    with pytest.raises(ValueError, match="style must be one of"):
+        SyntheticCaptions(split="seen", style="sketchy")
+
+
+def test_an_object_keeps_its_colour_in_every_style():
+    """Single-object pictures in varied styles: pixels of the object's own colour are still there (not lost
+    to the outline, blur or JPEG)."""
+    world = SyntheticCaptions(seed=1, split="seen", style="varied")
+    for index in range(60):
+        image, name = world.example(index)
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3)
+        nearest = np.linalg.norm(pixels - np.array(COLOURS[name.split()[0]]), axis=1).min()
+        assert nearest < 45, (index, name, nearest)

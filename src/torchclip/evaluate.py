@@ -127,6 +127,18 @@ def synthetic_templates() -> list[Template]:
     ]
 
 
+# The synthetic zero-shot evaluations by name (`torchclip eval --task zeroshot --data NAME`): which
+# colour x shape pairs they show and how they are drawn (`SyntheticCaptions`' split and style).
+SYNTHETIC_ZERO_SHOT: dict[str, tuple[str, str]] = {
+    "synthetic-seen": ("seen", "classic"),
+    "synthetic-heldout": ("heldout", "classic"),
+    "synthetic-varied-seen": ("seen", "varied"),
+    "synthetic-varied-heldout": ("heldout", "varied"),
+    "synthetic-unseen-style-seen": ("seen", "unseen"),
+    "synthetic-unseen-style-heldout": ("heldout", "unseen"),
+}
+
+
 def synthetic_zero_shot(
     model: Any,
     processor: Any,
@@ -135,14 +147,16 @@ def synthetic_zero_shot(
     seed: int = 1234,
     on_batch: Callable[[int], None] | None = None,
     batch_size: int = 128,
+    style: str = "classic",
 ) -> dict[str, float]:
     """Zero-shot accuracy on synthetic single-object images over ALL colour x shape classes.
 
     `split="heldout"`: only compositions never seen in training (the test of compositional generalisation);
-    `split="seen"`: compositions seen in training (on new images).
+    `split="seen"`: compositions seen in training (on new images). `style`: how the pictures are drawn
+    ("classic", "varied", or "unseen": in styles that training never draws).
     """
     classes = [composition_name(c, s) for c, s in all_compositions()]
-    world = SyntheticCaptions(seed=seed, split=split, image_size=model.config.vision_config.image_size)
+    world = SyntheticCaptions(seed=seed, split=split, image_size=model.config.vision_config.image_size, style=style)
     n = per_class * len(world.pairs)
     images, labels = [], []
     for index in range(n):

@@ -25,9 +25,11 @@ EXAMPLES = """examples:
   torchclip eval --model runs/ft/model --task zeroshot --data imagenet_val/ --templates "a photo of a {}."
   torchclip eval --model runs/ft/model --task retrieval --data val_pairs.csv --json metrics.json
 
---data for zeroshot: synthetic-heldout, synthetic-seen, or a folder with one sub-folder of images per class
-(the sub-folder name, with '_' read as a space, is the class name). For retrieval: synthetic, a .csv/.tsv of
-(path, caption), a folder of images with same-named .txt captions, or tar shards.
+--data for zeroshot: synthetic-heldout, synthetic-seen (the classic drawing style), synthetic-varied-heldout,
+synthetic-varied-seen (varied styles), synthetic-unseen-style-heldout, synthetic-unseen-style-seen (styles
+training never draws), or a folder with one sub-folder of images per class (the sub-folder name, with '_' read
+as a space, is the class name). For retrieval: synthetic, synthetic-varied, a .csv/.tsv of (path, caption), a
+folder of images with same-named .txt captions, or tar shards.
 
 --templates takes what `torchclip classify --templates` takes (default: the "default" set); the synthetic
 data brings its own prompts.
@@ -122,12 +124,12 @@ def run(args: argparse.Namespace) -> int:
     model, processor = load_model_and_processor(args)
     skipped: list[str] = []
     if args.task == "zeroshot":
-        if args.data in ("synthetic-heldout", "synthetic-seen"):
-            split = args.data.removeprefix("synthetic-")
+        if args.data in evaluate.SYNTHETIC_ZERO_SHOT:
+            split, style = evaluate.SYNTHETIC_ZERO_SHOT[args.data]
             compositions = len(SyntheticCaptions(seed=args.seed, split=split).pairs)
             with progress_bar(args.per_class * compositions, args.quiet) as bar:
                 metrics = evaluate.synthetic_zero_shot(
-                    model, processor, split, args.per_class, args.seed, on_batch=bar.update, batch_size=args.batch_size
+                    model, processor, split, args.per_class, args.seed, bar.update, args.batch_size, style
                 )
         else:
             paths, labels, classes = _image_folder(Path(args.data))

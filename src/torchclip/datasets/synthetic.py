@@ -4,6 +4,12 @@ It is what the bundled model is trained on (it needs no downloaded data), and it
 a clean test of compositional generalisation: some colour x shape pairs (`HELD_OUT`) never appear in
 training, neither in an image nor in a caption, yet zero-shot classification must name them.
 
+Pictures come in three rendering styles (`STYLES`): "classic", the fixed cartoon look the first bundled model
+was trained on; "varied", where everything about the drawing that does not change what it shows varies
+(outline, edges, size, rotation, background, blur, JPEG, pixel size); and "unseen", varied but with a
+background texture and an outline that training never draws (`UNSEEN_BACKGROUND`, `UNSEEN_OUTLINE`): an
+evaluation of robustness to drawing styles the model has not met.
+
 Every sample is a pure function of `(seed, index)`, so a data set is just a range of indices: any rank or
 DataLoader worker can make any sample, and a resumed run sees exactly the samples it would have seen.
 """
@@ -11,6 +17,7 @@ DataLoader worker can make any sample, and a resumed run sees exactly the sample
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import random
 from dataclasses import dataclass
@@ -126,6 +133,19 @@ def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> l
     raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
+def _shape_mask(thing: Thing, side: int, cx: float, cy: float, r: float) -> Image.Image:
+    """The thing's silhouette (255 inside) on a `side` x `side` canvas, centred at (cx, cy), radius r."""
+    mask = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(mask)
+    if thing.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    elif thing.shape == "ring":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=255, width=max(2, round(r * 0.45)))
+    else:
+        draw.polygon(_shape_points(thing.shape, cx, cy, r, thing.angle), fill=255)
+    return mask
+
+
 def _background(rng: random.Random, side: int) -> Image.Image:
     """A muted background (flat, gradient, noise or stripes) that no object colour can hide in."""
     base = [rng.randint(80, 175) for _ in range(3)]
@@ -169,14 +189,7 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         cy = min(max(thing.centre[1] * side, margin), side - margin)
         rgb = thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
         colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
-        mask = Image.new("L", (side, side), 0)
-        draw = ImageDraw.Draw(mask)
-        if thing.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-        elif thing.shape == "ring":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=255, width=max(2, round(r * 0.45)))
-        else:
-            draw.polygon(_shape_points(thing.shape, cx, cy, r, thing.angle), fill=255)
+        mask = _shape_mask(thing, side, cx, cy, r)
         box = mask.getbbox()
         if box is None:
             continue
@@ -185,6 +198,143 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         image.paste(OUTLINE, box, mask=mask.filter(ImageFilter.MaxFilter(5)))
         image.paste(colour, box, mask=mask)
     return image.resize((size, size), Image.Resampling.BOX)
+
+
+# --- Varied drawing styles -----------------------------------------------------------------------------------
+
+STYLES = ("classic", "varied", "unseen")
+BACKGROUNDS = ("flat", "gradient", "noise", "stripes", "blotches")
+OUTLINES = ("none", "dark", "shade")
+# Drawn only in the "unseen" evaluation style, never in training.
+UNSEEN_BACKGROUND = "checks"
+UNSEEN_OUTLINE = "light"
+VARIED_SIZES = {"small": (0.09, 0.15), "medium": (0.15, 0.24), "large": (0.24, 0.42)}  # radius / side
+MIN_CONTRAST = 100.0  # RGB distance from a background's base colour to every object colour on it
+CLASSIC_SHARE = 0.3  # of the "varied" training pictures, this share is drawn in the classic style
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a picture is drawn. None of it changes what the picture shows, so none of it is in the caption."""
+
+    side: int  # the picture's pixel size, before a processor resizes it
+    background: str  # one of BACKGROUNDS, or UNSEEN_BACKGROUND
+    base: tuple[int, int, int]  # the background's main colour: a grey, lightly tinted
+    outline: str  # one of OUTLINES, or UNSEEN_OUTLINE
+    outline_width: float  # fraction of the side
+    smooth: bool  # anti-aliased edges (drawn at 2x and downsampled) or hard ones
+    blur: float  # Gaussian blur radius in pixels of a 64-pixel picture; 0 for none
+    jpeg_quality: int | None  # saved as a JPEG of this quality and decoded again; None for lossless
+
+
+def random_style(
+    rng: random.Random, image_size: int, colours: list[tuple[int, int, int]], unseen: bool = False
+) -> Style:
+    """A drawing style for a picture of objects in `colours`; `unseen` takes the background texture and
+    outline that training never draws."""
+    side = rng.randint(round(image_size * 0.75), image_size * 4)
+    background = UNSEEN_BACKGROUND if unseen else rng.choice(BACKGROUNDS)
+    outline = UNSEEN_OUTLINE if unseen else rng.choice(OUTLINES)
+    for _ in range(100):  # a grey anywhere from black to white that every object stands out from
+        grey = rng.randint(0, 255)
+        base = tuple(min(255, max(0, grey + rng.randint(-20, 20))) for _ in range(3))
+        if all(math.dist(base, colour) >= MIN_CONTRAST for colour in colours):
+            break
+    return Style(
+        side=side,
+        background=background,
+        base=base,
+        outline=outline,
+        outline_width=rng.uniform(0.01, 0.035),
+        smooth=rng.random() < 0.6,
+        blur=rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0,
+        jpeg_quality=rng.randint(25, 90) if rng.random() < 0.3 else None,
+    )
+
+
+def _styled_background(rng: random.Random, style: Style) -> Image.Image:
+    """The style's background at the picture's pixel size."""
+    side = style.side
+    base = np.array(style.base, dtype=np.float32)
+    shade = base + rng.choice([-1, 1]) * rng.uniform(15, 35)  # the texture's second colour
+    ys, xs = np.ogrid[0:side, 0:side]
+    ys, xs = ys.astype(np.float32) / side, xs.astype(np.float32) / side
+    angle = rng.uniform(0, math.pi)
+    along = xs * math.cos(angle) + ys * math.sin(angle)  # distance along a random direction
+    kind = style.background
+    if kind == "flat":
+        weight = np.zeros((side, side), np.float32)
+    elif kind == "gradient":
+        weight = (along - along.min()) / max(1e-6, float(along.max() - along.min())) * rng.uniform(1, 2.5)
+    elif kind == "noise":
+        noise = np.random.default_rng(rng.getrandbits(64)).normal(0, rng.uniform(0.3, 1.0), (side, side))
+        weight = noise.astype(np.float32)
+    elif kind == "stripes":
+        weight = (np.floor(along / rng.uniform(0.04, 0.15)) % 2).astype(np.float32)
+    elif kind == "blotches":
+        weight = np.zeros((side, side), np.float32)
+        for _ in range(rng.randint(3, 8)):
+            cx, cy, radius = rng.random(), rng.random(), rng.uniform(0.08, 0.3)
+            weight[(xs - cx) ** 2 + (ys - cy) ** 2 < radius**2] = 1.0
+    elif kind == UNSEEN_BACKGROUND:
+        step = rng.uniform(0.06, 0.2)
+        weight = ((np.floor(xs / step) + np.floor(ys / step)) % 2).astype(np.float32)
+    else:
+        raise ValueError(f"unknown background {kind!r}; known: {BACKGROUNDS + (UNSEEN_BACKGROUND,)}")
+    pixels = base + weight[..., None] * (shade - base)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def _outline_colour(style: Style, rng: random.Random, fill: tuple[int, int, int]) -> tuple[int, int, int]:
+    if style.outline == "dark":
+        return (rng.randint(0, 60),) * 3
+    if style.outline == "shade":  # a darker version of the object's own colour
+        return tuple(round(c * 0.45) for c in fill)
+    if style.outline == UNSEEN_OUTLINE:
+        return (rng.randint(215, 255),) * 3
+    raise ValueError(f"no outline colour for outline {style.outline!r}")
+
+
+def _dilate(mask: Image.Image, width: int) -> Image.Image:
+    """The mask grown by about `width` pixels on every side (a blur and a threshold: cost independent of the
+    width, unlike a max filter)."""
+    grown = mask.filter(ImageFilter.GaussianBlur(width / 1.4))
+    return grown.point(lambda value: 255 if value > 20 else 0)
+
+
+def render_styled(things: list[Thing], rng: random.Random, style: Style) -> Image.Image:
+    """Draw the things in `style`: any rotation, sizes from small to filling the frame, the style's
+    background, outline, edges, blur and JPEG compression, at the style's pixel size."""
+    side = style.side * (2 if style.smooth else 1)
+    image = _styled_background(rng, style).resize((side, side), Image.Resampling.NEAREST)
+    for thing in things:
+        low, high = VARIED_SIZES[thing.size]
+        r = rng.uniform(low, high) * side
+        margin = r * 1.3  # keep the whole shape and its outline inside the picture
+        cx = min(max((thing.centre[0] + rng.uniform(-0.05, 0.05)) * side, margin), side - margin)
+        cy = min(max((thing.centre[1] + rng.uniform(-0.05, 0.05)) * side, margin), side - margin)
+        rgb = thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
+        colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
+        mask = _shape_mask(dataclasses.replace(thing, angle=rng.uniform(0, 360)), side, cx, cy, r)
+        box = mask.getbbox()
+        if box is None:
+            continue
+        width = max(1, round(style.outline_width * side))
+        pad = 2 * width + 2
+        box = (max(0, box[0] - pad), max(0, box[1] - pad), min(side, box[2] + pad), min(side, box[3] + pad))
+        mask = mask.crop(box)  # the outline is local: widen the shape's box and work there only
+        if style.outline != "none":
+            image.paste(_outline_colour(style, rng, colour), box, mask=_dilate(mask, width))
+        image.paste(colour, box, mask=mask)
+    if style.smooth:
+        image = image.resize((style.side, style.side), Image.Resampling.BOX)
+    if style.blur:
+        image = image.filter(ImageFilter.GaussianBlur(style.blur * style.side / 64))
+    if style.jpeg_quality is not None:
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=style.jpeg_quality)
+        image = Image.open(io.BytesIO(encoded.getvalue())).convert("RGB")
+    return image
 
 
 def _jitter(rng: random.Random, centre: tuple[float, float], amount: float = 0.06) -> tuple[float, float]:
@@ -260,12 +410,20 @@ class SyntheticCaptions:
     training: one object (55%; in a random colour with a shape-only caption for 15% of all samples), several
     identical objects (20%), or two different objects (25%), with size and position words in many captions,
     and some captions naming colour or shape alone.
+
+    `style` says how pictures are drawn (`STYLES`): "classic" pictures are `image_size` pixels in the classic
+    look; "varied" ones are drawn in a `random_style` each (in training, `CLASSIC_SHARE` of them classic);
+    "unseen" ones, for evaluation only, in the styles training never draws.
     """
 
-    def __init__(self, seed: int = 0, split: str = "train", image_size: int = 64, size: int = 1_000_000):
+    def __init__(
+        self, seed: int = 0, split: str = "train", image_size: int = 64, size: int = 1_000_000, style: str = "classic"
+    ):
         if split not in ("train", "heldout", "seen"):
             raise ValueError(f"split must be 'train', 'heldout' or 'seen', got {split!r}")
-        self.seed, self.split, self.image_size, self.size = seed, split, image_size, size
+        if style not in STYLES or (split, style) == ("train", "unseen"):
+            raise ValueError(f"style must be one of {STYLES} ('unseen' only for evaluation), got {style!r}")
+        self.seed, self.split, self.image_size, self.size, self.style = seed, split, image_size, size, style
         self.trained = [pair for pair in all_compositions() if pair not in HELD_OUT]
         extra = [(colour, shape) for colour in EXTRA_COLOURS for shape in SHAPES]
         self.pairs = {"heldout": sorted(HELD_OUT), "seen": self.trained, "train": self.trained + extra}[split]
@@ -276,22 +434,28 @@ class SyntheticCaptions:
     def example(self, index: int) -> tuple[Image.Image, str]:
         if not 0 <= index < self.size:
             raise IndexError(f"synthetic sample {index} is out of range(0, {self.size})")
-        rng = random.Random(f"{self.seed}/{self.split}/{index}")
+        # classic pictures keep the seeds they always had
+        key = (
+            f"{self.seed}/{self.split}/{index}"
+            if self.style == "classic"
+            else f"{self.seed}/{self.split}/{self.style}/{index}"
+        )
+        rng = random.Random(key)
         if self.split != "train":
             colour, shape = self.pairs[index % len(self.pairs)]
             thing = self._thing(rng, colour, shape, rng.choice(list(POSITIONS)))
-            return render([thing], rng, self.image_size), composition_name(colour, shape)
+            return self._draw([thing], rng), composition_name(colour, shape)
         kind = rng.random()
         if kind < 0.15:  # a shape in a random, unnamed colour: shape must be recognised in any colour
             position = rng.choice(list(POSITIONS))
             shape = rng.choice(SHAPES)
             thing = self._thing(rng, "", shape, position)
             thing = dataclasses.replace(thing, rgb=unnamed_colour(rng, shape))
-            return render([thing], rng, self.image_size), _shape_caption(rng, thing, position)
+            return self._draw([thing], rng), _shape_caption(rng, thing, position)
         if kind < 0.55:
             position = rng.choice(list(POSITIONS))
             thing = self._thing(rng, *rng.choice(self.pairs), position)
-            return render([thing], rng, self.image_size), _single_caption(rng, thing, position)
+            return self._draw([thing], rng), _single_caption(rng, thing, position)
         if kind < 0.75:
             colour, shape = rng.choice(self.pairs)
             count = rng.choice(list(NUMBERS))
@@ -299,7 +463,7 @@ class SyntheticCaptions:
             things = [self._thing(rng, colour, shape, place, sizes=("small", "medium")) for place in places]
             word = NUMBERS[count] if rng.random() < 0.7 else str(count)
             caption = rng.choice([f"{word} {colour} {plural(shape)}", f"a picture of {word} {colour} {plural(shape)}"])
-            return render(things, rng, self.image_size), caption
+            return self._draw(things, rng), caption
         (c1, s1), (c2, s2) = rng.sample(self.pairs, 2)
         left, right = rng.choice([("left", "right"), ("top left", "bottom right"), ("bottom left", "top right")])
         first = self._thing(rng, c1, s1, left, sizes=("small", "medium"))
@@ -310,7 +474,13 @@ class SyntheticCaptions:
                 f"{with_article(c1)} {s1} to the left of {with_article(c2)} {s2}",
             ]
         )
-        return render([first, second], rng, self.image_size), caption
+        return self._draw([first, second], rng), caption
+
+    def _draw(self, things: list[Thing], rng: random.Random) -> Image.Image:
+        if self.style == "classic" or (self.split == "train" and rng.random() < CLASSIC_SHARE):
+            return render(things, rng, self.image_size)
+        colours = [thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour] for thing in things]
+        return render_styled(things, rng, random_style(rng, self.image_size, colours, self.style == "unseen"))
 
     def _thing(
         self, rng: random.Random, colour: str, shape: str, position: str, sizes: tuple[str, ...] = tuple(SIZES)

@@ -266,9 +266,9 @@ class TarShards(Source):
 class SyntheticSource(IndexedSource):
     """The procedural world of `torchclip.datasets.synthetic` (already random: no shuffling needed)."""
 
-    def __init__(self, seed: int = 0, image_size: int = 64, size: int = 10_000_000):
+    def __init__(self, seed: int = 0, image_size: int = 64, size: int = 10_000_000, style: str = "classic"):
         super().__init__(seed, shuffle=False)
-        self.world = SyntheticCaptions(seed=seed, split="train", image_size=image_size, size=size)
+        self.world = SyntheticCaptions(seed=seed, split="train", image_size=image_size, size=size, style=style)
 
     def __len__(self) -> int:
         return len(self.world)
@@ -281,9 +281,12 @@ class SyntheticSource(IndexedSource):
 
 
 def open_source(spec: str, seed: int = 0, image_size: int = 224) -> Source:
-    """A source from a data spec: "synthetic", a .csv/.tsv file, a folder of image+.txt, or tar shards."""
+    """A source from a data spec: "synthetic" (classic pictures), "synthetic-varied" (varied drawing styles),
+    a .csv/.tsv file, a folder of image+.txt, or tar shards."""
     if spec == "synthetic":
         return SyntheticSource(seed, image_size)
+    if spec == "synthetic-varied":
+        return SyntheticSource(seed, image_size, style="varied")
     if spec.endswith(".tar") or "{" in spec or "::" in spec or any(ch in spec for ch in "*?["):
         return TarShards(spec, seed)
     path = Path(spec)
@@ -293,7 +296,9 @@ def open_source(spec: str, seed: int = 0, image_size: int = 224) -> Source:
         if any(path.glob("*.tar")):
             return TarShards(spec, seed)
         return FolderPairs(path, seed)
-    raise ValueError(f"training data {spec!r}: not 'synthetic', a .csv/.tsv file, a folder, or tar shards")
+    raise ValueError(
+        f"training data {spec!r}: not 'synthetic', 'synthetic-varied', a .csv/.tsv file, a folder, or tar shards"
+    )
 
 
 class PairBatches(IterableDataset):
