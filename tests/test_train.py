@@ -13,7 +13,9 @@ import torch.multiprocessing as mp
 from apps_fixtures import TINY
 
 from torchclip.config import CLIPConfig
+from torchclip.image_processor import CLIPImageProcessor
 from torchclip.modeling import CLIPModel
+from torchclip.processor import CLIPProcessor
 from torchclip.train.checkpoint import load_run_state
 from torchclip.train.config import TrainConfig
 from torchclip.train.loss import ClipLoss
@@ -221,3 +223,26 @@ def test_cli_train_with_recipe_and_overrides(tmp_path):
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["batch_size"] == 4 and saved["data"] == "synthetic" and saved["save_dtype"] == "float16"
     assert json.loads((out / "model" / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_wise_ft_exports_the_mix_of_start_and_fine_tuned_weights(tmp_path):
+    """Fine-tuning a saved model with wise_ft=0.25: the exported weights are 0.75 x the starting checkpoint's
+    + 0.25 x the trained ones (the run's last checkpoint), with the text tower locked as in the recipe."""
+    start = tiny_model(3)
+    start.save_pretrained(tmp_path / "start")
+    CLIPProcessor(CLIPImageProcessor(size=32, crop_size=32)).save_pretrained(tmp_path / "start")
+    config = run_config(
+        tmp_path, "wise", steps=3, workers=0, lr=0.05, model=str(tmp_path / "start"), model_config=None,
+        lock_text=True, wise_ft=0.25,
+    )  # fmt: skip
+    train(config)
+    trained = load_run_state(tmp_path / "wise" / "checkpoint-last.safetensors").model
+    exported = CLIPModel.from_pretrained(tmp_path / "wise" / "model").state_dict()
+    name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert not torch.allclose(trained[name], start.state_dict()[name], atol=1e-3)  # it did train
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(exported[key], 0.75 * value + 0.25 * trained[key], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="wise_ft"):
+        TrainConfig(data="synthetic", output_dir="x", model_config=TINY, wise_ft=0.5)  # nothing to start from
+    with pytest.raises(ValueError, match="wise_ft"):
+        TrainConfig(data="synthetic", output_dir="x", model="m", wise_ft=1.5)

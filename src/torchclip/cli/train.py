@@ -47,6 +47,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=None)
     add("--save-every", dest="save_every", type=int, default=None, help="checkpoint every N steps")
     add("--log-every", dest="log_every", type=int, default=None, help="metrics line every N steps")
+    add("--wise-ft", dest="wise_ft", type=float, default=None,
+        help="export (1-A)*start + A*trained weights (WiSE-FT; fine-tuning only)")  # fmt: skip
     add("--save-dtype", dest="save_dtype", choices=["float32", "float16", "bfloat16"], default=None)
     add("--device", default=None, help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N; default: cuda if available, else cpu")
     add("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")

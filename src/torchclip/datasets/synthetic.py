@@ -174,7 +174,8 @@ def _background(rng: random.Random, side: int) -> Image.Image:
 
 
 def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Image:
-    """Draw the things on a random background, at 2x and then downsampled (anti-aliased edges).
+    """Draw the things in the classic style: on a random muted background, at 2x and then downsampled
+    (anti-aliased edges), `size` pixels square.
 
     Every object has a thin dark outline, as in a cartoon: its shape shows in the same way whatever its
     colour, so a model can learn shape apart from colour (and name a colour x shape pair it never saw).
@@ -208,7 +209,8 @@ OUTLINES = ("none", "dark", "shade")
 # Drawn only in the "unseen" evaluation style, never in training.
 UNSEEN_BACKGROUND = "checks"
 UNSEEN_OUTLINE = "light"
-VARIED_SIZES = {"small": (0.09, 0.15), "medium": (0.15, 0.24), "large": (0.24, 0.42)}  # radius / side
+# radius / side; the smallest is about 15 px across at the bundled model's 64 px input
+VARIED_SIZES = {"small": (0.12, 0.17), "medium": (0.17, 0.25), "large": (0.25, 0.42)}
 MIN_CONTRAST = 100.0  # RGB distance from a background's base colour to every object colour on it
 CLASSIC_SHARE = 0.3  # of the "varied" training pictures, this share is drawn in the classic style
 
@@ -247,8 +249,8 @@ def random_style(
         outline=outline,
         outline_width=rng.uniform(0.01, 0.035),
         smooth=rng.random() < 0.6,
-        blur=rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0,
-        jpeg_quality=rng.randint(25, 90) if rng.random() < 0.3 else None,
+        blur=rng.uniform(0.3, 0.8) if rng.random() < 0.3 else 0.0,
+        jpeg_quality=rng.randint(40, 90) if rng.random() < 0.3 else None,
     )
 
 

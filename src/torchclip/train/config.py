@@ -36,6 +36,9 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     save_dtype: str = "float32"  # dtype of the final exported model
+    # WiSE-FT (Wortsman et al., 2022): export (1 - a) * starting weights + a * trained weights, which keeps
+    # more of what the starting checkpoint knew; needs `model`. None: the trained weights as they are.
+    wise_ft: float | None = None
     device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu; "cuda" means cuda:LOCAL_RANK
     progress: bool = True
     max_bad_in_row: int = MAX_BAD_IN_ROW  # consecutive unusable samples in one data stream before giving up
@@ -47,6 +50,8 @@ class TrainConfig:
             raise ValueError("lock_image and lock_text together leave nothing to train")
         if self.model is None and self.model_config is None:
             raise ValueError("give a checkpoint to start from (model) or a model_config to initialise randomly")
+        if self.wise_ft is not None and (self.model is None or not 0 < self.wise_ft <= 1):
+            raise ValueError(f"wise_ft must be in (0, 1] and needs a starting checkpoint (model), got {self.wise_ft}")
         for name in ("steps", "batch_size", "accum_steps", "max_bad_in_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -92,6 +92,19 @@ def clamp_logit_scale(model: nn.Module) -> None:
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
 
+@torch.no_grad()
+def interpolate_weights(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
+    """Set `model`'s weights to (1 - alpha) * `start` + alpha * its own (WiSE-FT's weight-space ensemble of a
+    starting checkpoint and its fine-tuned version, which share one architecture)."""
+    mixed = {
+        name: tensor.lerp(start[name].to(tensor.device, tensor.dtype), 1 - alpha)
+        if tensor.is_floating_point()
+        else tensor
+        for name, tensor in model.state_dict().items()
+    }
+    model.load_state_dict(mixed)
+
+
 def export(model: nn.Module, processor: Any, folder: Path, dtype: str = "float32") -> Path:
     """The trained model as an HF folder (config, safetensors, tokenizer and preprocessor files)."""
     saved = copy.deepcopy(model).to("cpu", getattr(torch, dtype)).eval()

@@ -48,16 +48,23 @@ SYNTHETIC_SMALL: dict[str, Any] = {
 }
 
 # Its second stage: `synthetic-small` fine-tuned (`--model RUN/model`) on pictures in varied drawing styles
-# (`SyntheticCaptions(style="varied")`), so that the model knows shapes however they are drawn. fp32: on CPUs
-# without bf16 units (AVX2 only) bf16 autocast ran 20x slower than fp32 on this model.
+# (`SyntheticCaptions(style="varied")`), so that the model knows shapes however they are drawn. The text tower
+# stays fixed: it already names every pair, held-out ones too, and steps ran 1.3x faster without its update
+# (held-out accuracy after 500 steps was the same either way). fp32: on CPUs without bf16 units (AVX2 only)
+# bf16 autocast ran 20x slower than fp32 on this model.
 SYNTHETIC_SMALL_VARIED: dict[str, Any] = {
     **{name: value for name, value in SYNTHETIC_SMALL.items() if name != "model_config"},
     "data": "synthetic-varied",
-    "steps": 6000,
-    "lr": 3e-4,
+    "steps": 5000,
+    "lr": 2e-4,
     "warmup_steps": 200,
     "precision": "fp32",
+    "lock_text": True,
     "save_every": 500,
+    # the trained image tower mixed 9:1 with the starting one: held-out pairs in the classic style 89.5% -> 91.5%
+    # for at most 2.5 points less on varied and unseen styles (alpha chosen on evaluation seed 4321, not on the
+    # model card's 1234; docs/training.md)
+    "wise_ft": 0.9,
 }
 
 RECIPES: dict[str, dict[str, Any]] = {

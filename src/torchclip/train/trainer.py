@@ -31,7 +31,14 @@ from torchclip.train.config import TrainConfig
 from torchclip.train.data import MODEL_INPUTS, batch_loader
 from torchclip.train.loss import ClipLoss
 from torchclip.train.metrics import MetricsLog, Throughput
-from torchclip.train.model import build_model_and_processor, clamp_logit_scale, export, gradient_sync, prepare_model
+from torchclip.train.model import (
+    build_model_and_processor,
+    clamp_logit_scale,
+    export,
+    gradient_sync,
+    interpolate_weights,
+    prepare_model,
+)
 from torchclip.train.optim import clip_gradients, make_optimizer
 from torchclip.train.precision import autocast
 from torchclip.train.run_folder import prepare_run_folder
@@ -121,6 +128,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     if bad_total and env.main:
         log.warning("%d bad sample(s) skipped on rank 0 (see the warnings above for their names)", bad_total)
     if step >= config.steps and env.main:
+        if config.wise_ft is not None:
+            interpolate_weights(model, build_model_and_processor(config)[0].state_dict(), config.wise_ft)
         export(model, processor, out / "model", config.save_dtype)
     barrier(env)
     del data, loader
