@@ -525,8 +525,8 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             hits = await ranked_hits(store, end, query.where, combined / norm)
         except ValueError as exc:
             raise ApiError(400, f"where: {exc}") from None
-        if query.min_score is not None:
-            hits = [hit for hit in hits if hit.score >= query.min_score]
+        if query.min_score is not None:  # on the scores as shown: a result's own score as min_score keeps it
+            hits = [hit for hit in hits if shown_score(hit.score) >= query.min_score]
         more = len(hits) > end
         return {
             "results": [_result(hit, store.kind) for hit in hits[query.offset : end]],
@@ -688,11 +688,16 @@ def _item(row: dict[str, Any], kind: str) -> dict[str, Any]:
     return out
 
 
+def shown_score(score: float) -> float:
+    """A score as the API shows it (6 digits)."""
+    return round(float(score), 6)
+
+
 def _result(hit: Any, kind: str) -> dict[str, Any]:
     row = {**(hit.metadata or {}), "id": hit.id, "key": hit.key}
     if hit.text:
         row["caption"] = hit.text
-    return {**_item(row, kind), "score": round(float(hit.score), 6)}
+    return {**_item(row, kind), "score": shown_score(hit.score)}
 
 
 def app_from_environment() -> Guard:
