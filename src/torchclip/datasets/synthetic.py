@@ -96,6 +96,11 @@ class Thing:
     angle: float  # degrees
     rgb: tuple[int, int, int] | None = None  # an unnamed colour (instead of the named one)
 
+    @property
+    def drawn_rgb(self) -> tuple[int, int, int]:
+        """The colour it is drawn in (before the per-picture jitter)."""
+        return self.rgb or COLOURS.get(self.colour) or EXTRA_COLOURS[self.colour]
+
 
 def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def polygon(corners: int, radii: list[float], start: float) -> list[tuple[float, float]]:
@@ -188,7 +193,7 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
         margin = r * 1.2  # keep the whole shape inside the picture
         cx = min(max(thing.centre[0] * side, margin), side - margin)
         cy = min(max(thing.centre[1] * side, margin), side - margin)
-        rgb = thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
+        rgb = thing.drawn_rgb
         colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
         mask = _shape_mask(thing, side, cx, cy, r)
         box = mask.getbbox()
@@ -315,7 +320,7 @@ def render_styled(things: list[Thing], rng: random.Random, style: Style) -> Imag
         margin = r * 1.3  # keep the whole shape and its outline inside the picture
         cx = min(max((thing.centre[0] + rng.uniform(-0.05, 0.05)) * side, margin), side - margin)
         cy = min(max((thing.centre[1] + rng.uniform(-0.05, 0.05)) * side, margin), side - margin)
-        rgb = thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour]
+        rgb = thing.drawn_rgb
         colour = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in rgb)
         mask = _shape_mask(dataclasses.replace(thing, angle=rng.uniform(0, 360)), side, cx, cy, r)
         box = mask.getbbox()
@@ -481,7 +486,7 @@ class SyntheticCaptions:
     def _draw(self, things: list[Thing], rng: random.Random) -> Image.Image:
         if self.style == "classic" or (self.split == "train" and rng.random() < CLASSIC_SHARE):
             return render(things, rng, self.image_size)
-        colours = [thing.rgb or COLOURS.get(thing.colour) or EXTRA_COLOURS[thing.colour] for thing in things]
+        colours = [thing.drawn_rgb for thing in things]
         return render_styled(things, rng, random_style(rng, self.image_size, colours, self.style == "unseen"))
 
     def _thing(
