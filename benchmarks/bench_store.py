@@ -15,7 +15,8 @@ exact query and the median of 5 (streamed in blocks), ANN queries k=10 (p50/p99 
 queries), recall@10 of the ANN results against exact search (ties count as hits), peak RSS of a process that
 opens the store and answers 100 ANN queries, removing one row (median of 5), appending 1,000 new rows
 (`append_new`, what an embed run's commit does) and `add` of 1,000 rows (a key lookup first), disk against
-the raw vectors, and the index build's time and peak RSS. The old store (git show
+the raw vectors, and the index build's time and peak RSS. Step "malloc" times exact search with glibc's
+default malloc beside the store's settings (`torchclip/store/malloc.py`). The old store (git show
 c2b5b6a:src/torchclip/index.py, passed as --old-module) is measured the same way where it can run.
 
 Timed parts should run under `flock /tmp/torchclip-bench.lock`; data generation and the index build under
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -150,6 +152,42 @@ def measure(folder: Path, rows: int) -> dict:
     return result
 
 
+def exact_only(folder: Path) -> dict:
+    """Exact search alone (first query, median of 5, peak RSS): run once with the store's malloc settings and
+    once with TORCHCLIP_MALLOC=default (step "malloc"), each in its own process."""
+    from torchclip.store import EmbeddingStore
+    from torchclip.store.malloc import keep_freed_blocks
+
+    queries = mixture(6, seed=10**9)
+    store = EmbeddingStore(folder)
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        store.search(query, k=10, exact=True)
+        times.append(time.perf_counter() - started)
+    gigabytes = len(store) * DIM * (2 if store.vector_dtype == "float16" else 4) / 1e9
+    return {
+        "malloc_settings": keep_freed_blocks(),
+        "exact_first_s": times[0],
+        "exact_p50_s": float(np.median(times[1:])),
+        "vectors_gb_s": gigabytes / float(np.median(times[1:])),
+        "exact_rss_mb": peak_rss_mb(),
+    }
+
+
+def malloc_settings(args: argparse.Namespace) -> dict:
+    """Exact search with glibc's default malloc beside the store's settings (store/malloc.py), alternating
+    three times each, every run in a fresh process."""
+    runs: dict[str, list[dict]] = {"default": [], "store": []}
+    for _ in range(3):
+        runs["default"].append(in_process("exact", args, {"TORCHCLIP_MALLOC": "default"}))
+        runs["store"].append(in_process("exact", args))
+    return {
+        name: {field: float(np.median([run[field] for run in done])) for field in done[0]}
+        for name, done in runs.items()
+    }
+
+
 def file_formats(folder: Path) -> dict:
     """Scan speed of 300,000 512-d float16 vectors in each of Lance's file layouts (why the store writes v1:
     exact search is a scan of every vector). Best of 3 scans of the vector column, from the page cache."""
@@ -231,7 +269,7 @@ def measure_old(folder: Path, old_module: str, rows: int, generate_rows: bool) -
 # ---------------------------------------------------------------------- the driver
 
 
-def in_process(step: str, args: argparse.Namespace) -> dict:
+def in_process(step: str, args: argparse.Namespace, env: dict[str, str] | None = None) -> dict:
     command = [
         sys.executable,
         __file__,
@@ -248,7 +286,7 @@ def in_process(step: str, args: argparse.Namespace) -> dict:
         "--old-module",
         str(args.old_module),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"step {step} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -265,7 +303,10 @@ def main() -> None:
     parser.add_argument(
         "--step",
         default="all",
-        choices=["all", "generate", "build", "ann-rss", "measure", "formats", "old-generate", "old-measure", "report"],
+        choices=[
+            *("all", "generate", "build", "ann-rss", "measure", "formats", "exact", "malloc"),
+            *("old-generate", "old-measure", "report"),
+        ],
     )
     parser.add_argument("--json", type=Path, default=None, help="all: write the figures here too")
     args = parser.parse_args()
@@ -276,6 +317,8 @@ def main() -> None:
         "measure": lambda: measure(lance_folder, args.rows),
         "ann-rss": lambda: ann_rss(lance_folder),
         "formats": lambda: file_formats(args.folder),
+        "exact": lambda: exact_only(lance_folder),
+        "malloc": lambda: malloc_settings(args),
         "old-generate": lambda: measure_old(old_folder, str(args.old_module), args.rows, True),
         "old-measure": lambda: measure_old(old_folder, str(args.old_module), args.rows, False),
     }
@@ -341,6 +384,16 @@ def report(figures: dict) -> str:
         layouts = figures["formats"].items()
         speeds = ", ".join(f"{name.removeprefix('scan_gb_s_')} {value:.2f}" for name, value in layouts)
         lines += ["", f"Vector scan speed by Lance file layout (GB/s): {speeds}"]
+    if "malloc" in figures:
+        lines += ["", "| exact search (k=10) | glibc's default malloc | the store's settings |", "|---|---|---|"]
+        for field, unit in (
+            ("exact_first_s", "s"),
+            ("exact_p50_s", "s"),
+            ("vectors_gb_s", "GB/s"),
+            ("exact_rss_mb", "MB"),
+        ):
+            default, tuned = figures["malloc"]["default"][field], figures["malloc"]["store"][field]
+            lines.append(f"| {field} | {default:.2f} {unit} | {tuned:.2f} {unit} |")
     return "\n".join(lines)
 
 

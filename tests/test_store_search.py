@@ -4,7 +4,11 @@ filters, float16 vectors, stores of torchclip 0.1 upgraded, bring-your-own vecto
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -295,3 +299,30 @@ def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks):
         expected = np.sort(reference[:, q])[::-1][:k]
         np.testing.assert_allclose(scores[q], expected, rtol=0, atol=1e-6)
         np.testing.assert_allclose(reference[ids[q], q], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("setting", [None, "default"])
+def test_opening_a_store_sets_malloc_for_streamed_blocks_unless_told_not_to(tmp_path, setting):
+    """The settings are per process and must precede Lance's first allocation, so each case runs in its own
+    interpreter; exact search there still equals the float64 scan."""
+    script = f"""
+import numpy as np
+from torchclip.store import EmbeddingStore
+from torchclip.store.malloc import keep_freed_blocks
+store = EmbeddingStore.create({str(tmp_path / "s.emb")!r}, kind="image", model={{"name": "t", "dim": 8}})
+vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+store.add([f"/{{i}}.jpg" for i in range(50)], vectors)
+found = [hit.key for hit in store.search(vectors[7], k=3, exact=True)[0]]
+expected = [f"/{{i}}.jpg" for i in np.argsort(-(vectors @ vectors[7]))[:3]]
+print(keep_freed_blocks(), found[0], found == expected)
+"""
+    env = (
+        {**os.environ, "TORCHCLIP_MALLOC": setting}
+        if setting
+        else {k: v for k, v in os.environ.items() if k != "TORCHCLIP_MALLOC"}
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(setting is None), "/7.jpg", "True"]

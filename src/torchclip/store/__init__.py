@@ -6,6 +6,8 @@ their source by `torchclip embed`, searched exactly or through an ANN index.
     update.py   an embed run: find what changed, embed it, commit
     ann.py      the ANN index: chosen by size, recall measured at build
     upgrade.py  stores of torchclip 0.1 (.npz chunks) upgraded in place
+    exact.py    exact search, one block of vectors at a time
+    malloc.py   glibc's malloc set up so that streamed blocks reuse memory
 
     from torchclip.store import EmbeddingStore
     store = EmbeddingStore("pictures.emb")

@@ -5,7 +5,7 @@ block and keeps the best k across blocks, so memory stays bounded at any store s
 
 float32 blocks are scored with one float32 matrix product. float16 blocks would cost a float32 copy
 first (converting 1M 512-d rows takes longer than scoring them), so they are *screened* with a float16
-matrix product instead (the CPU's AVX512-FP16/AMX kernels, float32 accumulation) and only the rows that
+matrix product instead (PyTorch's float16 CPU kernels, float32 accumulation) and only the rows that
 can still be among the best k are rescored in float32. The screening score of a unit vector differs from
 its float32 score by at most SCREEN_ERROR (the query rounded to float16: <= 2^-11; the product rounded to
 float16: <= 2^-11), so every row whose screening score is within 2 * SCREEN_ERROR of the k-th best

@@ -44,6 +44,7 @@ import lance  # noqa: E402
 from torchclip.io import write_json as write_json_atomic  # noqa: E402
 from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
 from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates  # noqa: E402
+from torchclip.store.malloc import keep_freed_blocks  # noqa: E402
 
 __all__ = [
     "EmbeddingStore",
@@ -359,6 +360,7 @@ class EmbeddingStore:
         return cls(folder, storage_options=storage_options)
 
     def _open_table(self) -> lance.LanceDataset:
+        keep_freed_blocks()  # before Lance's reader threads first allocate (see store/malloc.py)
         try:
             return lance.dataset(self.folder.uri(TABLE), storage_options=self.folder.storage_options)
         except (OSError, ValueError, RuntimeError) as exc:
