@@ -77,7 +77,7 @@ def main() -> None:
         schema = store.dataset.schema
         fragments = []
         for block in rows.iter_batches(batch_size=100_000, batch_format="pyarrow"):
-            fragments += lance.fragment.write_fragments(block.cast(schema), store.dataset.uri, schema=schema)
+            fragments += lance.fragment.write_fragments(store.conform(block), store.dataset.uri, schema=schema)
         operation = lance.LanceOperation.Append(fragments)
         lance.LanceDataset.commit(store.dataset.uri, operation, read_version=store.generation)
     print(f"{args.store}: {len(EmbeddingStore(args.store))} rows")

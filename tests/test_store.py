@@ -202,4 +202,4 @@ def test_torchrun_shards_a_collection_and_merges_the_parts(store_photos, tmp_pat
 
 def test_index_choice_by_size():
     assert choose_index_type(10_000) == "flat" and choose_index_type(10_001) == "hnsw"
-    assert choose_index_type(500_000) == "hnsw" and choose_index_type(500_001) == "ivf_pq"
+    assert choose_index_type(500_000) == "hnsw" and choose_index_type(500_001) == "ivf_flat"

@@ -36,8 +36,16 @@ def filled_store(folder, rows: int = 3000, **options) -> tuple[EmbeddingStore, n
     return store, vectors
 
 
-@pytest.mark.parametrize("index_type", ["hnsw", "ivf_pq"])
-def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_path, index_type):
+@pytest.fixture
+def small_partitions(monkeypatch):
+    """ivf_flat partitions of 100 rows (4,096 in use), so that a test store of 3,000 rows has 30."""
+    from torchclip.store import ivf
+
+    monkeypatch.setattr(ivf, "ROWS_PER_PARTITION", 100)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf_flat", "ivf_pq"])
+def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_path, index_type, small_partitions):
     store, vectors = filled_store(tmp_path / "store")
     store.add([f"/more/{i}.jpg" for i in range(100)], clustered(100, seed=9))  # a second fragment
     store.remove(["/more/0.jpg"])
@@ -60,6 +68,66 @@ def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_pat
     assert all(len(hits) == 10 and all(h.key.startswith("/new/") for h in hits) for hits in filtered)
     store.remove(["/photos/00007.jpg"])
     assert "/photos/00007.jpg" not in [hit.key for hit in store.search(vectors[7], k=5)[0]]
+
+
+def test_ivf_flat_sorts_the_rows_by_partition_and_keeps_every_row(tmp_path, small_partitions):
+    """The build rewrites the table sorted by partition: same ids, keys and vectors, deleted rows gone;
+    a query's probed partitions are whole runs of rows; the centroids file is named by the table version."""
+    store, vectors = filled_store(tmp_path / "store", vector_dtype="float16")
+    store.remove(["/photos/00010.jpg", "/photos/02000.jpg"])
+    before = {row["id"]: row["key"] for row in store.rows(range(3000))}
+    vectors_before = store.vectors_of(sorted(before))
+    info = store.build_index("ivf_flat", queries=300)
+    assert info["partitions"] == 29 and info["rows_indexed"] == 2998 and info["recall@10"] >= 0.95
+    assert info["search"]["nprobes"] in (2, 4, 8, 16, 32)
+    table = store.dataset.to_table(columns=["id", "key", "vector", "ivf_partition"])
+    partitions = table.column("ivf_partition").to_numpy()
+    assert (np.diff(partitions) >= 0).all() and partitions.min() >= 0  # sorted, every row assigned
+    assert dict(zip(table.column("id").to_pylist(), table.column("key").to_pylist())) == before
+    stored = np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+    ids = table.column("id").to_numpy()
+    np.testing.assert_array_equal(stored, vectors_before[np.searchsorted(sorted(before), ids)])
+    assert list((tmp_path / "store" / "ivf").iterdir()) and not list((tmp_path / "store").glob(".ivf-build-*"))
+    # each row's partition is its nearest centroid
+    centroids = np.load(tmp_path / "store" / store.dataset.schema.metadata[b"torchclip.ivf_centroids"].decode())
+    assert (np.argmax(stored @ centroids.T, axis=1) == partitions).mean() > 0.99  # float16 rounding aside
+    # rebuilt as another type, the table's centroids are forgotten and that index is used
+    assert store.build_index("flat")["type"] == "flat"
+    assert b"torchclip.ivf_centroids" not in (store.dataset.schema.metadata or {})
+    assert store.search(vectors[3], k=1)[0][0].key == "/photos/00003.jpg"
+
+
+def test_ivf_flat_after_the_build_replaced_removed_and_filtered_rows(tmp_path, small_partitions):
+    """Rows replaced (same key), removed or committed as outside fragments after an ivf_flat build are
+    searched as they now are; a filter that leaves fewer than k rows in the probed partitions falls back
+    to exact search, so a match is never hidden."""
+    import lance
+    import pyarrow as pa
+
+    from torchclip.store.table import rows_table
+
+    store, vectors = filled_store(tmp_path / "store")
+    store.build_index("ivf_flat", queries=200)
+    moved = clustered(1, seed=21)[0]
+    store.add(["/photos/00005.jpg"], moved)  # same key, new vector: the old row goes
+    assert store.search(moved, k=1)[0][0].key == "/photos/00005.jpg"
+    assert "/photos/00005.jpg" not in [h.key for h in store.search(vectors[5], k=3)[0] if h.score > 0.999]
+    store.remove(["/photos/00009.jpg"])
+    assert store.search(vectors[9], k=1)[0][0].key != "/photos/00009.jpg"
+    with store.writing():  # rows written as fragments elsewhere (examples/ray_embed_to_lance.py)
+        first = store.reserve_ids(3)
+        table = rows_table(32, "float32", ["/far/0.jpg", "/far/1.jpg", "/far/2.jpg"], clustered(3, seed=22))
+        table = store.conform(table.add_column(0, "id", pa.array(np.arange(first, first + 3), pa.int64())))
+        fragments = lance.fragment.write_fragments(table, store.dataset.uri, schema=store.dataset.schema)
+        append = lance.LanceOperation.Append(fragments)
+        lance.LanceDataset.commit(store.dataset.uri, append, read_version=store.generation)
+    store = EmbeddingStore(tmp_path / "store")
+    assert store.index_info()["rows_unindexed"] == 4  # the replaced row and the three far ones
+    assert store.search(clustered(3, seed=22)[2], k=1)[0][0].key == "/far/2.jpg"
+    rare = "key IN ('/photos/02999.jpg', '/photos/00100.jpg')"  # two rows match, wherever their partitions lie
+    for query in clustered(5, seed=23):
+        exact = [h.key for h in store.search(query, k=3, exact=True, where=rare)[0]]
+        assert [h.key for h in store.search(query, k=3, where=rare)[0]] == exact and len(exact) == 2
 
 
 def test_ties_between_duplicates_count_as_hits(tmp_path):
@@ -194,6 +262,8 @@ def test_bring_your_own_vectors(tmp_path, capsys):
     assert "20 image embeddings (20 added" in capsys.readouterr().out
     store = EmbeddingStore(out)
     assert store.search(vectors[4], k=1)[0][0].key == "doc-4" and store.model["dim"] == 32
+    hit = store.search(vectors[4], k=1)[0][0]  # no file behind it: no size, date or pixels (not zeros)
+    assert hit.metadata == {} and store.rows([hit.id])[0]["width"] is None
     (tmp_path / "keys.txt").write_text("only-one\n")
     assert (
         main(["embed", "--vectors", str(tmp_path / "vectors.npy"), "--keys", str(tmp_path / "keys.txt"), "--out", out])
@@ -202,7 +272,9 @@ def test_bring_your_own_vectors(tmp_path, capsys):
     assert "holds 1 keys but" in capsys.readouterr().err
 
 
-def test_a_store_on_s3_compatible_object_storage(tmp_path):
+def test_a_store_on_s3_compatible_object_storage(tmp_path, monkeypatch):
+    from torchclip.store import ivf
+
     moto_server = pytest.importorskip("moto.server", reason="moto[server] provides the local S3 endpoint")
     boto3 = pytest.importorskip("boto3")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -223,6 +295,11 @@ def test_a_store_on_s3_compatible_object_storage(tmp_path):
         assert len(again) == 39 and again.generation == store.generation
         assert again.search(vectors[5], k=1)[0][0].key == "/photos/5.jpg"
         assert again.rows([5])[0]["key"] == "/photos/5.jpg"
+        monkeypatch.setattr(ivf, "ROWS_PER_PARTITION", 10)  # an ivf_flat index: centroids as an object
+        assert again.build_index("ivf_flat", queries=20)["partitions"] == 3
+        assert EmbeddingStore("s3://photos/store.emb", storage_options=options).search(vectors[6], k=1)[0][0].key == (
+            "/photos/6.jpg"
+        )
     finally:
         server.stop()
 
@@ -264,7 +341,7 @@ def test_fragments_written_outside_the_store_join_it_in_one_commit(tmp_path):
         table = rows_table(32, "float32", [f"/far/{i}.jpg" for i in range(20)], new)
         table = table.add_column(0, "id", pa.array(np.arange(first, first + 20), pa.int64()))
         schema = store.dataset.schema
-        fragments = lance.fragment.write_fragments(table.cast(schema), store.dataset.uri, schema=schema)
+        fragments = lance.fragment.write_fragments(store.conform(table), store.dataset.uri, schema=schema)
         assert len(EmbeddingStore(tmp_path / "store")) == 100  # written, not yet committed
         operation = lance.LanceOperation.Append(fragments)
         lance.LanceDataset.commit(store.dataset.uri, operation, read_version=store.generation)
@@ -275,10 +352,11 @@ def test_fragments_written_outside_the_store_join_it_in_one_commit(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("blocks", [1, 7])
+@pytest.mark.parametrize("blocks", [1, 7, 40])
 def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks):
     """Exact search screens float16 blocks with a float16 product; rows closer to the k-th best than the
-    screening error (here 300 near-copies of one vector, spread 1e-4 apart) must still be ranked exactly."""
+    screening error (here 300 near-copies of one vector, spread 1e-4 apart) must still be ranked exactly,
+    also when later blocks are screened against the k-th best of the earlier ones (`floor`)."""
     from torchclip.store.exact import TopK, block_candidates
 
     rng = np.random.default_rng(3)
@@ -291,7 +369,7 @@ def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks):
     k = 20
     best = TopK(len(queries), k)
     for positions in np.array_split(np.arange(len(vectors)), blocks):
-        block_positions, scores = block_candidates(vectors[positions], queries, k)
+        block_positions, scores = block_candidates(vectors[positions], queries, k, floor=best.floor())
         best.add(positions[block_positions], scores)
     ids, scores = best.result()
     reference = vectors.astype(np.float64) @ queries.astype(np.float64).T  # [N, Q]

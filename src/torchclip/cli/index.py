@@ -9,8 +9,8 @@ import json
 from torchclip.cli.common import add_command
 
 EXAMPLES = """examples:
-  torchclip index pictures.emb                 # type chosen by size: flat <= 10k, hnsw <= 500k, ivf_pq beyond
-  torchclip index pictures.emb --type ivf_pq   # force a type
+  torchclip index pictures.emb                 # chosen by size: flat <= 10k, hnsw <= 500k, ivf_flat beyond
+  torchclip index pictures.emb --type ivf_pq   # force a type (ivf_pq: a small quantised index)
 
 Rows embedded after the build are searched exactly until the next build (re-run this after large
 additions). Its recall@K against exact search, measured with up to 1,000 stored vectors as queries (ties
@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("store", help="a folder written by torchclip embed")
     parser.add_argument(
-        "--type", default="auto", choices=["auto", "flat", "hnsw", "ivf_pq", "ivf"], help="index type (ivf = ivf_pq)"
+        "--type",
+        default="auto",
+        choices=["auto", "flat", "hnsw", "ivf_flat", "ivf_pq", "ivf"],
+        help="index type (ivf = ivf_flat)",
     )
     parser.add_argument("-k", type=int, default=10, help="K of the recall@K measured against exact search")
     parser.add_argument("--queries", type=int, default=1000, help="stored vectors used as recall queries")
@@ -35,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from torchclip.store import EmbeddingStore
 
-    index_type = "ivf_pq" if args.type == "ivf" else args.type
+    index_type = "ivf_flat" if args.type == "ivf" else args.type
     info = EmbeddingStore(args.store).build_index(index_type, k=args.k, queries=args.queries)
     if args.json:
         print(json.dumps(info, indent=2))

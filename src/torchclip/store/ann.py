@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchclip.store.exact import BLOCK_ROWS
+from torchclip.store.ivf import PROBE_CHOICES, RECALL_TARGET, build_ivf, drop_ivf
 
 if TYPE_CHECKING:
     from torchclip.store.table import EmbeddingStore
 
 __all__ = ["INDEX_TYPES", "build_vector_index", "choose_index_type", "measure_recall"]
 
-INDEX_TYPES = ("flat", "hnsw", "ivf_pq")
+INDEX_TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 FLAT_MAX, HNSW_MAX = 10_000, 500_000
 INDEX_NAME = "vector_idx"
 # Above this many rows IVF_PQ re-ranks 50*k candidates instead of 20*k: at 10M rows (512-d float16) recall@10
@@ -52,10 +53,10 @@ TIE_TOLERANCE = 1e-5  # scores this close to the k-th best count as ties (float1
 
 
 def choose_index_type(rows: int) -> str:
-    """flat up to 10,000 rows, hnsw up to 500,000, ivf_pq beyond (see the module docstring for why)."""
+    """flat up to 10,000 rows, hnsw up to 500,000, ivf_flat beyond (see the module docstring for why)."""
     if rows <= FLAT_MAX:
         return "flat"
-    return "hnsw" if rows <= HNSW_MAX else "ivf_pq"
+    return "hnsw" if rows <= HNSW_MAX else "ivf_flat"
 
 
 def build_vector_index(store: EmbeddingStore, index_type: str = "auto") -> dict[str, Any]:
@@ -69,13 +70,21 @@ def build_vector_index(store: EmbeddingStore, index_type: str = "auto") -> dict[
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be auto, {', '.join(INDEX_TYPES)}; got {index_type!r}")
     started = time.perf_counter()
-    _compact(store)
+    if index_type != "ivf_flat":
+        drop_ivf(store)
+        _compact(store)  # (an ivf_flat build rewrites the whole table anyway)
+    lance_index = any(index.name == INDEX_NAME for index in store.dataset.describe_indices())
+    if lance_index and index_type in ("flat", "ivf_flat"):
+        store.dataset.drop_index(INDEX_NAME)
+        store.refresh()
     dataset = store.dataset
     info: dict[str, Any] = {"type": index_type, "rows_indexed": rows, "dim": dim}
     if index_type == "flat":
-        if any(index.name == INDEX_NAME for index in dataset.describe_indices()):
-            dataset.drop_index(INDEX_NAME)
         info["search"] = {}
+    elif index_type == "ivf_flat":
+        info.update(build_ivf(store))
+        _remove_old_versions(store)
+        info["search"] = {"nprobes": PROBE_CHOICES[0]}  # raised by measure_recall until recall is reached
     elif index_type == "hnsw":
         partitions = max(1, rows // 100_000)
         dataset.create_index(
@@ -115,6 +124,10 @@ def _compact(store: EmbeddingStore) -> None:
     if len(dataset.get_fragments()) > 1 or dataset.stats.dataset_stats()["num_deleted_rows"]:
         dataset.optimize.compact_files(target_rows_per_fragment=1 << 20, max_rows_per_group=BLOCK_ROWS)
         store.refresh()
+    _remove_old_versions(store)
+
+
+def _remove_old_versions(store: EmbeddingStore) -> None:
     store.dataset.cleanup_old_versions(older_than=timedelta(hours=1))
     store.refresh()
 
@@ -125,23 +138,50 @@ def _sub_vectors(dim: int) -> int:
     return next(m for m in range(wanted, 0, -1) if dim % m == 0)
 
 
-def measure_recall(store: EmbeddingStore, k: int = 10, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
+def measure_recall(
+    store: EmbeddingStore, k: int = 10, queries: int = 1000, seed: int = 0, tune_nprobes: dict | None = None
+) -> dict[str, Any]:
     """{"recall@k": ..., "recall_queries": ...}: the index's results against exact search, ties counted
-    as hits (see the module docstring), for stored vectors as queries."""
-    rows = len(store)
-    count = min(rows, queries, max(100, 1_000_000_000 // max(rows, 1)))  # ~1e9 score products at most
-    positions = np.sort(np.random.default_rng(seed).choice(rows, count, replace=False))
-    sample = store.dataset.take(positions, columns=["vector"]).column("vector")
-    vectors = sample.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(count, -1)
-    vectors = vectors.astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    key, k = f"recall@{k}", min(k, rows)
-    _, exact_scores = store.exact_top_k(vectors, k)
-    found = [[hit.id for hit in hits] for hits in store.search(vectors, k)]
-    ids = sorted({i for hits in found for i in hits})
-    by_id = dict(zip(ids, store.vectors_of(ids)))
-    hits = 0
-    for query, result, best in zip(vectors, found, exact_scores):
-        kth = best[-1]
-        hits += sum(float(by_id[i] @ query) >= kth - TIE_TOLERANCE for i in result)
-    return {key: round(float(hits) / (count * k), 4), "recall_queries": int(count)}
+    as hits (see the module docstring), for stored vectors as queries. `tune_nprobes`: the search
+    parameters the store searches with (an ivf_flat index's), whose nprobes is raised in place through
+    ivf.PROBE_CHOICES until the recall reaches ivf.RECALL_TARGET."""
+    sample = _RecallSample(store, k, queries, seed)
+    for nprobes in PROBE_CHOICES if tune_nprobes is not None else [None]:
+        if tune_nprobes is not None:
+            tune_nprobes["nprobes"] = nprobes
+        recall = sample.recall()
+        if recall >= RECALL_TARGET:
+            break
+    return {f"recall@{k}": round(recall, 4), "recall_queries": len(sample.vectors)}
+
+
+class _RecallSample:
+    """Stored vectors standing in for new queries: each one's own row is left out of both result lists
+    (it would always be found, and a new photo's query has no such free hit)."""
+
+    def __init__(self, store: EmbeddingStore, k: int, queries: int, seed: int):
+        rows = len(store)
+        count = min(rows, queries, max(100, 1_000_000_000 // max(rows, 1)))  # ~1e9 score products at most
+        positions = np.sort(np.random.default_rng(seed).choice(rows, count, replace=False))
+        sample = store.take(positions, ["id", "vector"])
+        vectors = sample.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = vectors.reshape(count, -1).astype(np.float32)
+        self.vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.own = sample.column("id").to_numpy()
+        self.store, self.k = store, min(k, rows - 1)
+        exact_ids, exact_scores = store.exact_top_k(self.vectors, self.k + 1)
+        self.kth = np.array([best[ids != own][self.k - 1] for ids, best, own in zip(exact_ids, exact_scores, self.own)])
+
+    def recall(self) -> float:
+        if self.k < 1:
+            return 1.0
+        results = self.store.search(self.vectors, self.k + 1)
+        found = [[hit.id for hit in hits if hit.id != own][: self.k] for hits, own in zip(results, self.own)]
+        ids = sorted({i for hits in found for i in hits})
+        by_id = dict(zip(ids, self.store.vectors_of(ids)))
+        hits = sum(
+            float(by_id[i] @ query) >= kth - TIE_TOLERANCE
+            for query, result, kth in zip(self.vectors, found, self.kth)
+            for i in result
+        )
+        return float(hits) / (len(self.vectors) * self.k)

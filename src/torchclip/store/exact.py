@@ -28,12 +28,15 @@ SCREEN_ERROR = 2.0**-10 + 1e-5  # query rounding + product rounding + float32 ac
 SCREEN_EXTRA = 64  # rows kept beyond k per query and block before the error bound asks for more
 
 
-def block_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def block_candidates(
+    vectors: np.ndarray, queries: np.ndarray, k: int, floor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(positions [Q, m], float32 scores [Q, m]) of the rows of `vectors` ([B, D], float32 or float16) that
     may be among each query's best k; `queries` is [Q, D] float32. m <= B; every row that belongs to a
-    query's best k within this block is among its candidates, with its float32 score."""
+    query's best k within this block, and scores at least `floor` ([Q]: the k-th best score found so far,
+    `TopK.floor`), is among its candidates, with its float32 score."""
     if vectors.dtype == np.float16:
-        return _screened_candidates(vectors, queries, k)
+        return _screened_candidates(vectors, queries, k, floor)
     scores = queries @ vectors.T
     if scores.shape[1] <= k:
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
@@ -41,7 +44,9 @@ def block_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[
     return positions, np.take_along_axis(scores, positions, axis=1)
 
 
-def _screened_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _screened_candidates(
+    vectors: np.ndarray, queries: np.ndarray, k: int, floor: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():  # Arrow's buffers are read-only; nothing here writes to them
         warnings.simplefilter("ignore", UserWarning)
         block = torch.from_numpy(vectors)
@@ -50,13 +55,17 @@ def _screened_candidates(vectors: np.ndarray, queries: np.ndarray, k: int) -> tu
     rows = screen.shape[0]
     kept = min(rows, k + SCREEN_EXTRA)
     top = torch.topk(screen, kept, dim=0)
-    floor = top.values[min(k, rows) - 1].float() - 2 * SCREEN_ERROR
-    if kept < rows and bool((top.values[-1].float() >= floor).any()):
+    threshold = top.values[min(k, rows) - 1].float() - 2 * SCREEN_ERROR  # [Q]
+    if floor is not None:  # a row scoring below the best k found in earlier blocks cannot enter them
+        threshold = torch.maximum(threshold, torch.from_numpy(np.asarray(floor, np.float32)) - SCREEN_ERROR)
+    if kept < rows and bool((top.values[-1].float() >= threshold).any()):
         # more rows than kept lie within the error bound of some query's k-th best: keep them all
-        needed = int((screen.float() >= floor).sum(dim=0).max())
+        needed = int((screen.float() >= threshold).sum(dim=0).max())
         top = torch.topk(screen, needed, dim=0)
-    positions = top.indices.T.contiguous()  # [Q, m]
-    candidates = block[positions.reshape(-1)].float().reshape(*positions.shape, -1)  # [Q, m, D]
+    else:
+        needed = int((top.values.float() >= threshold).sum(dim=0).max())
+    positions = top.indices[:needed].T.contiguous()  # [Q, m]
+    candidates = block[positions.reshape(-1)].float().reshape(*positions.shape, block.shape[1])  # [Q, m, D]
     scores = torch.einsum("qmd,qd->qm", candidates, query)
     return positions.numpy(), scores.numpy()
 
@@ -78,6 +87,12 @@ class TopK:
             all_scores = np.take_along_axis(all_scores, keep, axis=1)
             all_ids = np.take_along_axis(all_ids, keep, axis=1)
         self.scores, self.ids = all_scores, all_ids
+
+    def floor(self) -> np.ndarray:
+        """[Q] the k-th best score so far (-inf while fewer than k were seen): what a new row must beat."""
+        if self.scores.shape[1] < self.k:
+            return np.full(len(self.scores), -np.inf, np.float32)
+        return self.scores.min(axis=1)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids [Q, k'], scores [Q, k']), best first (k' = min(k, rows seen))."""

@@ -7,6 +7,7 @@ Layout of a store folder (a local path, or an object-store URI such as ``s3://bu
     rows.lance/     the Lance dataset: id, key, size, mtime, text, width, height, taken_at, vector
     failures.json   the files the last `embed` run could not read, with their errors
     writer.lock     held (flock) by the one process writing to the store
+    ivf/            an ivf_flat index's centroids (store/ivf.py), one file per build, named by the table
     parts/          a distributed run's per-process rows, merged into rows.lance at its end
 
 Why Lance: every append, delete and index build is one atomic commit that makes a new version
@@ -22,6 +23,7 @@ committed: a kill in between only skips some ids, so an id is never given to two
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -41,9 +43,10 @@ os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about thing
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 import lance  # noqa: E402
 
-from torchclip.io import write_json as write_json_atomic  # noqa: E402
+from torchclip.io import write_bytes_atomic  # noqa: E402
 from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
 from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates  # noqa: E402
+from torchclip.store.ivf import CENTROIDS_FOLDER, PARTITION_COLUMN, UNASSIGNED, Partitions, search_ivf  # noqa: E402
 from torchclip.store.malloc import keep_freed_blocks  # noqa: E402
 
 __all__ = [
@@ -62,6 +65,7 @@ CONFIG, TABLE, FAILURES, LOCK, PARTS = "store.json", "rows.lance", "failures.jso
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 METADATA_COLUMNS = ["size", "mtime", "width", "height", "taken_at"]
 ROW_COLUMNS = ["id", "key", "text", *METADATA_COLUMNS]
+NUMBERS_UNKNOWN_AS_ZERO = ("size", "mtime", "width", "height")
 # Lance's first (v1, "legacy") file layout: plain Arrow buffers, which Lance reads near memory speed. The
 # newer layouts decode fixed-size vectors through structural encodings several times slower (300k 512-d
 # float16 vectors scanned at 5.9 GB/s in v1 against 0.95 in 2.1 and 0.74 in 2.2 on the 2-core test machine:
@@ -83,7 +87,9 @@ class StoreDamagedError(RuntimeError):
 
 def row_schema(dim: int, vector_dtype: str = "float32") -> pa.Schema:
     """The Lance table's columns. `mtime` is seconds since the epoch (st_mtime_ns / 1e9); `taken_at` is
-    the EXIF date as ISO 8601 text; width/height/taken_at are null where unknown (texts, bring-your-own)."""
+    the EXIF date as ISO 8601 text; width/height/taken_at are null where unknown (texts, bring-your-own).
+    Lance's v1 files keep no nulls for numbers: an unknown size, mtime, width or height is stored as 0
+    (what a filter sees) and read back by `rows` and `search` as None."""
     if vector_dtype not in VECTOR_DTYPES:
         raise ValueError(f"vector dtype must be one of {sorted(VECTOR_DTYPES)}, got {vector_dtype!r}")
     return pa.schema(
@@ -174,12 +180,22 @@ class _Folder:
             return self._fs.get_file_info(f"{self._root}/{name}").type != fs.FileType.NotFound
         return (self.path / name).exists()
 
-    def read_json(self, name: str) -> Any:
+    def read_bytes(self, name: str) -> bytes:
         if self.remote:
             with self._fs.open_input_stream(f"{self._root}/{name}") as handle:
-                text = handle.read().decode("utf-8")
-        else:
-            text = (self.path / name).read_text(encoding="utf-8")
+                return handle.read()
+        return (self.path / name).read_bytes()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if not self.remote:
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(self.path / name, data, durable=True)
+            return
+        with self._fs.open_output_stream(f"{self._root}/{name}") as handle:
+            handle.write(data)
+
+    def read_json(self, name: str) -> Any:
+        text = self.read_bytes(name).decode("utf-8")
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -188,12 +204,33 @@ class _Folder:
             ) from None
 
     def write_json(self, name: str, data: Any) -> None:
-        if not self.remote:
-            write_json_atomic(self.path / name, data, indent=1, sort_keys=True, durable=True)
-            return
-        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-        with self._fs.open_output_stream(f"{self._root}/{name}") as handle:
-            handle.write(text.encode("utf-8"))
+        self.write_bytes(name, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A NumPy .npy file (no pickled objects)."""
+        try:
+            return np.load(io.BytesIO(self.read_bytes(name)), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StoreDamagedError(f"{self.uri(name)!r} cannot be read ({exc}); run torchclip index again") from None
+
+    def write_array(self, name: str, array: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        self.write_bytes(name, buffer.getvalue())
+
+    def list(self, subfolder: str) -> list[str]:
+        """The names ("subfolder/file") of the files in a subfolder of the store."""
+        if self.remote:
+            selector = fs.FileSelector(f"{self._root}/{subfolder}", allow_not_found=True)
+            return [f"{subfolder}/{info.base_name}" for info in self._fs.get_file_info(selector) if info.is_file]
+        folder = self.path / subfolder
+        return [f"{subfolder}/{p.name}" for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+
+    def remove(self, name: str) -> None:
+        if self.remote:
+            self._fs.delete_file(f"{self._root}/{name}")
+        else:
+            (self.path / name).unlink(missing_ok=True)
 
     def remove_tree(self, name: str) -> None:
         if self.remote:
@@ -253,7 +290,7 @@ def check_folder_is_a_store_or_empty(folder: str | os.PathLike) -> None:
         return
     if not path.is_dir():
         raise FileExistsError(f"{str(path)!r} exists and is not a folder; choose an empty or new folder")
-    ours = {CONFIG, TABLE, FAILURES, LOCK, PARTS, "chunks", "faiss.index", "faiss.json"}
+    ours = {CONFIG, TABLE, FAILURES, LOCK, PARTS, CENTROIDS_FOLDER, "chunks", "faiss.index", "faiss.json"}
     if any(p.name not in ours and not p.name.startswith(".") for p in path.iterdir()):
         raise FileExistsError(f"{str(path)!r} exists and is not an embedding store; choose an empty or new folder")
 
@@ -310,6 +347,7 @@ class EmbeddingStore:
         self._config = config
         self._dataset = self._open_table()
         self._indexed_generation: tuple[int, bool] = (-1, False)
+        self._partitions: Partitions | None = None  # an ivf_flat index's runs at _indexed_generation
 
     @classmethod
     def create(
@@ -477,7 +515,16 @@ class EmbeddingStore:
         """`table` with fresh row ids (see `reserve_ids`)."""
         start = self.reserve_ids(len(table))
         ids = pa.array(np.arange(start, start + len(table), dtype=np.int64))
-        return table.add_column(0, pa.field("id", pa.int64(), nullable=False), ids).select(self._dataset.schema.names)
+        return self.conform(table.add_column(0, pa.field("id", pa.int64(), nullable=False), ids))
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        """`table` (rows with ids) in the column order and types of this store's table, with the columns an
+        index build added filled in as "not indexed yet": what a commit of new rows must look like."""
+        schema = self._dataset.schema
+        if PARTITION_COLUMN in schema.names and PARTITION_COLUMN not in table.column_names:
+            unassigned = pa.array(np.full(len(table), UNASSIGNED, np.int32))
+            table = table.append_column(schema.field(PARTITION_COLUMN), unassigned)
+        return table.select(schema.names).cast(schema)
 
     def _new_rows(
         self,
@@ -575,13 +622,26 @@ class EmbeddingStore:
             schema=pa.schema([self._dataset.schema.field(c) for c in columns]),
         )
 
+    def take(self, positions: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The rows at these positions (0 .. len-1 over the live rows, ascending), read fragment by
+        fragment: Lance's dataset-level take cost ~10 s a call on a 1M-row table once rows were deleted."""
+        fragments = self._dataset.get_fragments()
+        offsets = np.cumsum([0, *(fragment.count_rows() for fragment in fragments)])
+        positions = np.asarray(positions, dtype=np.int64)
+        owner = np.searchsorted(offsets, positions, side="right") - 1
+        parts = [
+            fragments[f].take(positions[owner == f] - offsets[f], columns=list(columns)) for f in np.unique(owner)
+        ]
+        schema = pa.schema([self._dataset.schema.field(c) for c in columns])
+        return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
+
     def rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         """The rows with these ids, in that order, without their vectors: {"id", "key", "text", "size",
         "mtime", "width", "height", "taken_at"}. Ids not in the store are left out."""
         ids = [int(i) for i in ids]
         if not ids:
             return []
-        found = self._select(_in_list("id", set(ids)), ROW_COLUMNS).to_pylist()
+        found = [_unknowns_as_none(row) for row in self._select(_in_list("id", set(ids)), ROW_COLUMNS).to_pylist()]
         by_id = {row["id"]: row for row in found}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -633,6 +693,19 @@ class EmbeddingStore:
         info = self._config.get("index")
         if exact or not self._has_vector_index():
             return self._hits(*self.exact_top_k(queries, k, where))
+        if info["type"] == "ivf_flat":
+            partitions, nprobes = self._partitions, info["search"]["nprobes"]
+
+            def one(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return search_ivf(self, partitions, query, k, nprobes, where)
+
+            if len(queries) == 1:
+                results = [one(queries[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=min(len(queries), ANN_THREADS)) as pool:
+                    results = list(pool.map(one, queries))
+            ids, scores = zip(*results)
+            return self._hits(ids, scores)
         if len(queries) == 1:
             return [self._ann_search(queries[0], k, where, info["search"])]
         # Lance searches one query at a time and releases the GIL: a batch of queries runs in threads (16
@@ -650,12 +723,14 @@ class EmbeddingStore:
         )
         for batch in self._guarded(scanner.to_batches(), where):
             if batch.num_rows:
-                positions, scores = block_candidates(_stored_vectors(batch.column("vector"), self.dim), queries, k)
+                vectors = _stored_vectors(batch.column("vector"), self.dim)
+                positions, scores = block_candidates(vectors, queries, k, floor=best.floor())
                 best.add(batch.column("id").to_numpy()[positions], scores)
         return best.result()
 
-    def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
-        rows = {row["id"]: row for row in self.rows(np.unique(ids).tolist())}
+    def _hits(self, ids: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> list[list[Hit]]:
+        """Hits of each query from its ids and scores (arrays of any length), rows read in one lookup."""
+        rows = {row["id"]: row for row in self.rows(np.unique(np.concatenate(list(ids))).tolist())}
         return [
             [_hit(rows[i], s) for i, s in zip(row_ids.tolist(), row_scores.tolist())]
             for row_ids, row_scores in zip(ids, scores)
@@ -670,26 +745,34 @@ class EmbeddingStore:
         except (OSError, RuntimeError) as exc:
             raise _lance_error(self.folder, exc, self._dataset) from None
         scores = 1.0 - table.column("_distance").to_numpy()  # Lance's dot distance is 1 - dot
-        return [_hit(row, float(score)) for row, score in zip(table.select(ROW_COLUMNS).to_pylist(), scores)]
+        rows = (_unknowns_as_none(row) for row in table.select(ROW_COLUMNS).to_pylist())
+        return [_hit(row, float(score)) for row, score in zip(rows, scores)]
 
     # ------------------------------------------------------------------ the ANN index
 
     def _has_vector_index(self) -> bool:
         """Whether this generation has the vector index store.json describes (looked up once per generation)."""
         if self._indexed_generation[0] != self.generation:
-            info = self._config.get("index")
-            present = bool(info) and info["type"] != "flat"
-            present = present and any(index.name == "vector_idx" for index in self._dataset.describe_indices())
+            info = self._config.get("index") or {"type": "flat"}
+            self._partitions = Partitions.of(self) if info["type"] == "ivf_flat" else None
+            if info["type"] == "ivf_flat":
+                present = self._partitions is not None
+            else:
+                indexes = self._dataset.describe_indices()
+                present = info["type"] != "flat" and any(index.name == "vector_idx" for index in indexes)
             self._indexed_generation = (self.generation, present)
         return self._indexed_generation[1]
 
     def index_info(self) -> dict[str, Any]:
-        """The ANN index: {"type": "flat"|"hnsw"|"ivf_pq"|None, "rows_indexed", "rows_unindexed",
+        """The ANN index: {"type": "flat"|"hnsw"|"ivf_flat"|"ivf_pq"|None, "rows_indexed", "rows_unindexed",
         "recall@10", "built_at", "build_seconds", "search", ...}; type None when none was ever built.
         Rows added since the build ("rows_unindexed") are searched exactly."""
         info = {"type": None, "rows_indexed": 0, "recall@10": None, "built_at": None}
         info.update(self._config.get("index") or {})
-        if info["type"] not in (None, "flat") and self._has_vector_index():
+        if info["type"] == "ivf_flat" and self._has_vector_index():
+            info["rows_indexed"] = self._partitions.indexed
+            info["rows_unindexed"] = self._partitions.rows - self._partitions.indexed
+        elif info["type"] not in (None, "flat") and self._has_vector_index():
             stats = self._dataset.stats.index_stats("vector_idx")
             info["rows_indexed"] = stats["num_indexed_rows"]
             info["rows_unindexed"] = stats["num_unindexed_rows"]
@@ -704,7 +787,8 @@ class EmbeddingStore:
             info = build_vector_index(self, index_type)
             self._config["index"] = info
             self._dataset = self._open_table()
-            info.update(measure_recall(self, k, queries, seed))
+            tune = info["search"] if info["type"] == "ivf_flat" else None
+            info.update(measure_recall(self, k, queries, seed, tune_nprobes=tune))
             self.folder.write_json(CONFIG, self._config)
         return self.index_info()
 
@@ -717,6 +801,11 @@ def _stored_vectors(column: pa.Array, dim: int) -> np.ndarray:
 def _vectors(column: pa.Array, dim: int) -> np.ndarray:
     """A fixed-size-list column as a [N, D] float32 array."""
     return _stored_vectors(column, dim).astype(np.float32, copy=False)
+
+
+def _unknowns_as_none(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with the 0 that stands for an unknown number (see `row_schema`) as None."""
+    return {name: None if name in NUMBERS_UNKNOWN_AS_ZERO and value == 0 else value for name, value in row.items()}
 
 
 def _hit(row: dict[str, Any], score: float) -> Hit:
