@@ -131,23 +131,24 @@ def measure(folder: Path, rows: int) -> dict:
         for hit in hits_
     )
     result["recall@10"] = hits / 1000
-    times = []
-    for i in range(5):
+    times, run = [], store.generation  # (keys of this run: the step may run again on the same store)
+    positions = np.sort(np.random.default_rng(run).choice(len(store), 5, replace=False))
+    for stored in store.take(positions, ["key"]).column("key").to_pylist():
         started = time.perf_counter()
-        removed = store.remove([key(i * 7919)])
+        removed = store.remove([stored])
         times.append(time.perf_counter() - started)
         assert removed == 1
     result["remove_one_s"] = float(np.median(times))
-    new = mixture(1000, seed=2 * 10**9)
+    new = mixture(1000, seed=2 * 10**9 + run)
     started = time.perf_counter()
-    store.append_new(rows_table(DIM, store.vector_dtype, [f"/new/{i}.jpg" for i in range(1000)], new))
+    store.append_new(rows_table(DIM, store.vector_dtype, [f"/new/{run}/{i}.jpg" for i in range(1000)], new))
     result["append_1000_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    store.add([f"/added/{i}.jpg" for i in range(1000)], new)
+    store.add([f"/added/{run}/{i}.jpg" for i in range(1000)], new)
     result["add_1000_s"] = time.perf_counter() - started
     started = time.perf_counter()
     found = store.search(new[0], k=1)[0][0].key
-    result["new_row_found"] = found in ("/new/0.jpg", "/added/0.jpg")
+    result["new_row_found"] = found in (f"/new/{run}/0.jpg", f"/added/{run}/0.jpg")
     result["search_after_append_ms"] = 1000 * (time.perf_counter() - started)
     return result
 

@@ -1,29 +1,32 @@
 """The approximate-nearest-neighbour index of a store, chosen by its size, and its measured recall.
 
     rows                 index                    why
-    <= 10,000            flat (none: exact)       exact search costs ~0.5-0.65 s per 1M 512-d float16 rows
-                                                  (6.3 s at 10M: benchmarks/bench_store.py), ~6 ms at 10k
+    <= 10,000            flat (none: exact)       exact search streams every vector: ~6 ms at 10k rows,
+                                                  ~0.2 s per 1M 512-d float16 rows (benchmarks/bench_store.py)
     <= 500,000           hnsw (Lance IVF_HNSW_SQ) graph search over 8-bit vectors, for mid-sized stores
                                                   whose graph fits in memory (tested for recall; not
                                                   benchmarked at scale: in benchmarks/bench_store.py a
                                                   200k build did not finish in 10 minutes on the
                                                   shared 2-core machine)
-    beyond               ivf_pq (Lance IVF_PQ)    ~4,096 rows per partition, 8 dims per 8-bit PQ code
-                                                  (64 bytes a row at 512-d, 1/32 of float32); 8% of
-                                                  the partitions probed (at most 64) and the best 20*k
-                                                  (50*k above 2M rows) candidates re-ranked on the full
-                                                  vectors (PQ codes alone rank too coarsely: recall@10
-                                                  at 1M rows 0.91 re-ranking 10*k, 0.99 with 20*k; at
-                                                  10M 0.59-0.72 with 20*k, 0.77 with 50*k:
-                                                  docs/performance.md; benchmarks/bench_store.py)
+    beyond               ivf_flat (store/ivf.py)  the table itself sorted by nearest centroid (~4,096 rows a
+                                                  partition), the nearest partitions scored exactly; no
+                                                  second copy of the vectors, recall@10 >= 0.95 by
+                                                  choice of nprobes at build (docs/performance.md)
+    on request           ivf_pq (Lance IVF_PQ)    64-byte PQ codes (1/32 of float32), 8% of the partitions
+                                                  probed (at most 64), the best 20*k (50*k above 2M rows)
+                                                  re-ranked on the full vectors: a small index, but on
+                                                  benchmarks/bench_store.py's 10M mixture its recall@10
+                                                  stops at 0.85-0.90 (near-ties PQ codes cannot rank)
 
-Lance builds both from a sample and on-disk shuffles, in bounded memory, and keeps them on disk beside the
-rows. Rows committed after the build are in fragments the index does not cover; Lance searches those
-exactly and merges the two result lists, so they are found at once; `torchclip index` again folds them in.
+Lance builds hnsw and ivf_pq from a sample and on-disk shuffles, in bounded memory, and keeps them on disk
+beside the rows; store/ivf.py builds ivf_flat the same way. Rows committed after the build are in fragments
+the index does not cover and are searched exactly beside it, so they are found at once; `torchclip index`
+again folds them in.
 
 Recall@k is measured at every build: up to `queries` stored vectors (fewer for very large stores, at least
-100) are searched through the index and exactly; a result counts as a hit when its exact score is at least
-the exact k-th best score, so ties between duplicates (equal scores) count as hits.
+100) are searched through the index and exactly, each one's own row left out of both lists (a new query
+has no such free hit); a result counts as a hit when its exact score is at least the exact k-th best
+score, so ties between duplicates (equal scores) count as hits.
 """
 
 from __future__ import annotations

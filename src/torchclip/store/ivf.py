@@ -9,15 +9,17 @@ the full vectors of a few partitions ranks them exactly, and because each partit
 on disk, reading them is a sequential read of ~4 MB, not thousands of random ones. The vectors are stored
 once (the index adds only the centroids and a small bitmap index): disk stays ~ the raw vectors.
 
-    build    k-means (faiss, spherical) on a sample of 256 rows per centroid; every row assigned to its
+    build    k-means (faiss, spherical) on a sample of 256 rows per centroid (at most SAMPLE_MAX_ROWS),
+             ~4,096 rows per partition; every row assigned to its
              nearest centroid; rows spilled by partition range to Arrow files in a temporary folder,
              each range sorted and written back as a new version of the table (one atomic commit,
-             bounded memory: ~BUCKET_ROWS rows at a time); the centroids go to ivf/centroids-<n>.npy,
+             bounded memory: ~BUCKET_ROWS rows at a time); the centroids go to ivf/centroids-*.npy,
              named in the table's schema metadata, so a table version and its centroids always match
-    search   the `nprobes` nearest centroids; their runs read with Lance's `take` (row offsets, which
-             account for deleted rows) and scored exactly, best partition first so later runs are
-             screened against the k-th best so far; rows committed after the build (partition -1, in
-             fragments after the sorted ones) are scored exactly too, so they are found at once
+    search   the `nprobes` nearest centroids; their runs read by position (store/positions.py: live
+             rows, so deletes need no rebuild) and scored exactly, best partition first so later runs
+             are screened against the k-th best so far, the k best rows' columns read last; rows
+             committed after the build (partition -1, in fragments after the sorted ones) are scored
+             exactly too, so they are found at once
     filters  `where` is evaluated by Lance over the probed partitions (a bitmap index on the partition
              column); when fewer than k rows match there, the search falls back to exact search
 
@@ -31,7 +33,6 @@ import math
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates
+from torchclip.store.positions import Positions
 
 if TYPE_CHECKING:
     from torchclip.store.table import EmbeddingStore
@@ -54,6 +56,7 @@ CENTROIDS_FOLDER = "ivf"
 SPILL_PREFIX = ".ivf-build-"  # the temporary folder of a build's rows, spilled by partition range
 ROWS_PER_PARTITION = 4096
 SAMPLE_PER_CENTROID = 256  # 64 gave recall@10 0.92 at 4 probes on 1M mixture rows, 256 gave 0.96
+SAMPLE_MAX_ROWS = 655_360  # k-means sample cap (1.3 GB of float32 at 512-d): 256 a centroid up to ~10M rows
 KMEANS_ITERATIONS = 20
 BUCKET_ROWS = 250_000  # rows sorted in memory at a time while rewriting the table (~300 MB at 512-d float16)
 PROBE_CHOICES = (2, 4, 8, 16, 32, 64, 128)
@@ -75,6 +78,7 @@ def build_ivf(store: EmbeddingStore) -> dict[str, Any]:
     """Train the centroids, rewrite the table sorted by partition and write the centroids file; returns
     {"partitions": P}. The caller holds the writer lock and measures recall to pick nprobes."""
     partitions = partition_count(len(store))
+    previous = (store.dataset.schema.metadata or {}).get(CENTROIDS_KEY.encode(), b"").decode()
     centroids = _train_centroids(store, partitions)
     built = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     name = f"{CENTROIDS_FOLDER}/centroids-{built}-{uuid.uuid4().hex[:8]}.npy"  # names sort by build time
@@ -83,16 +87,17 @@ def build_ivf(store: EmbeddingStore) -> dict[str, Any]:
     store.refresh()
     store.dataset.create_scalar_index(PARTITION_COLUMN, "BITMAP", replace=True)
     store.refresh()
-    _remove_old_centroids(store, keep=name)
+    for old in store.folder.list(CENTROIDS_FOLDER):  # the version before may still be read for a while
+        if old not in (name, previous):
+            store.folder.remove(old)
     return {"partitions": partitions}
 
 
 def _train_centroids(store: EmbeddingStore, partitions: int) -> np.ndarray:
     rows = len(store)
-    count = min(rows, SAMPLE_PER_CENTROID * partitions)
+    count = min(rows, SAMPLE_PER_CENTROID * partitions, SAMPLE_MAX_ROWS)
     positions = np.sort(np.random.default_rng(0).choice(rows, count, replace=False))
-    sample = store.take(positions, ["vector"]).column("vector").combine_chunks()
-    vectors = _as_float32(sample, store.dim)
+    vectors = _as_float32(store.take(positions, ["vector"]).column("vector"), store.dim)
     if partitions == 1:
         return _normalised(vectors.mean(axis=0, keepdims=True))
     kmeans = faiss.Kmeans(
@@ -161,13 +166,6 @@ def _schema_with_partition(schema: pa.Schema) -> pa.Schema:
     return pa.schema([*fields, pa.field(PARTITION_COLUMN, pa.int32(), nullable=False)])
 
 
-def _remove_old_centroids(store: EmbeddingStore, keep: str) -> None:
-    """Keep this build's centroids and the previous build's (a reader may still hold the version before)."""
-    older = sorted(name for name in store.folder.list(CENTROIDS_FOLDER) if name != keep)
-    for name in older[:-1]:
-        store.folder.remove(name)
-
-
 def drop_ivf(store: EmbeddingStore) -> None:
     """Forget an earlier IVF build (another index type replaces it): the schema no longer names centroids."""
     metadata = store.dataset.schema.metadata or {}
@@ -181,20 +179,13 @@ def drop_ivf(store: EmbeddingStore) -> None:
 
 @dataclass
 class Partitions:
-    """Where each partition's rows lie in one table version. Rows are numbered by live-row offset across
-    the fragments in order (deleted rows do not count); partition p is rows starts[p]:starts[p+1], and rows
-    from `indexed` on were committed after the build. Runs are read fragment by fragment (Lance's
-    fragment-level take: the dataset-level one was ~10 s a call on a 1M-row table with deletions)."""
+    """Where each partition's rows lie in one table version (`Positions`: live rows, fragments in order):
+    partition p is rows starts[p]:starts[p+1]; rows from `indexed` on were committed after the build."""
 
     centroids: np.ndarray  # [P, D] float32, unit length
     starts: np.ndarray  # [P + 1] int64
     indexed: int
-    fragments: list[Any]  # the version's LanceFragments, in order
-    offsets: np.ndarray  # [F + 1] int64: the first row of each fragment
-
-    @property
-    def rows(self) -> int:
-        return int(self.offsets[-1])
+    positions: Positions
 
     @classmethod
     def of(cls, store: EmbeddingStore) -> Partitions | None:
@@ -204,9 +195,10 @@ class Partitions:
         if name is None or PARTITION_COLUMN not in dataset.schema.names:
             return None
         centroids = store.folder.read_array(name.decode())
-        fragments = dataset.get_fragments()
-        columns = [fragment.to_table(columns=[PARTITION_COLUMN]).column(0).to_numpy() for fragment in fragments]
-        offsets = np.cumsum([0, *map(len, columns)]).astype(np.int64)
+        positions = Positions.of(dataset)
+        columns = [
+            fragment.to_table(columns=[PARTITION_COLUMN]).column(0).to_numpy() for fragment in positions.fragments
+        ]
         column = np.concatenate(columns) if columns else np.zeros(0, np.int32)
         indexed = int(np.searchsorted(column == UNASSIGNED, True))
         sorted_run, rest = column[:indexed], column[indexed:]
@@ -215,7 +207,7 @@ class Partitions:
                 f"{store.folder.name!r}: the rows are no longer sorted by partition; run torchclip index"
             )
         starts = np.searchsorted(sorted_run, np.arange(len(centroids) + 1)).astype(np.int64)
-        return cls(centroids, starts, indexed, fragments, offsets)
+        return cls(centroids, starts, indexed, positions)
 
     def probe(self, query: np.ndarray, nprobes: int) -> np.ndarray:
         """The `nprobes` partitions nearest to `query`, nearest first."""
@@ -224,56 +216,56 @@ class Partitions:
         nearest = np.argpartition(-scores, nprobes - 1)[:nprobes]
         return nearest[np.argsort(-scores[nearest], kind="stable")]
 
-    def read(self, start: int, stop: int) -> Iterator[pa.Table]:
-        """Rows start:stop (id and vector), one table per fragment they lie in."""
-        fragment = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        while start < stop:
-            end = min(stop, int(self.offsets[fragment + 1]))
-            first = int(self.offsets[fragment])
-            if end > start:
-                yield self.fragments[fragment].take(np.arange(start - first, end - first), columns=["id", "vector"])
-            start, fragment = end, fragment + 1
-
 
 def search_ivf(
-    store: EmbeddingStore, partitions: Partitions, query: np.ndarray, k: int, nprobes: int, where: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [k'], scores [k']) of one normalised float32 query, best first."""
+    store: EmbeddingStore,
+    partitions: Partitions,
+    query: np.ndarray,
+    k: int,
+    nprobes: int,
+    where: str | None,
+    columns: list[str],
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The best k rows for one normalised float32 query (their `columns`, best first) and their scores.
+    Without a filter, the candidates are tracked by position and only the k best rows' columns are read."""
     probed = partitions.probe(query, nprobes)
     if where is not None:
         return _search_filtered(store, probed, query, k, where)
     best = TopK(1, k)
     runs = [(int(partitions.starts[p]), int(partitions.starts[p + 1])) for p in probed]
-    unindexed = range(partitions.indexed, partitions.rows, BLOCK_ROWS)
-    runs += [(start, min(start + BLOCK_ROWS, partitions.rows)) for start in unindexed]
+    unindexed = range(partitions.indexed, partitions.positions.rows, BLOCK_ROWS)  # committed since the build
+    runs += [(start, min(start + BLOCK_ROWS, partitions.positions.rows)) for start in unindexed]
     for start, stop in runs:
-        for rows in partitions.read(start, stop):
-            _score(rows, query, store.dim, best)
-    ids, scores = best.result()
-    return ids[0], scores[0]
+        first = start
+        for rows in partitions.positions.ranges(start, stop, ["vector"]):
+            _score(rows, np.arange(first, first + rows.num_rows), query, store.dim, best)
+            first += rows.num_rows
+    positions, scores = best.result()
+    return partitions.positions.take(positions[0], columns).to_pylist(), scores[0]
 
 
 def _search_filtered(
     store: EmbeddingStore, probed: np.ndarray, query: np.ndarray, k: int, where: str
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     in_partitions = f"{PARTITION_COLUMN} IN ({', '.join(map(str, probed.tolist()))}, {UNASSIGNED})"
     best = TopK(1, k)
     batches = store.iter_batches(BLOCK_ROWS, ["id", "vector"], where=f"({in_partitions}) AND ({where})")
     for batch in batches:
-        _score(batch, query, store.dim, best)
+        _score(batch, batch.column("id").to_numpy(), query, store.dim, best)
     ids, scores = best.result()
     if len(ids[0]) < k:  # the probed partitions hold fewer than k matching rows: look at every row
         ids, scores = store.exact_top_k(query[None], k, where)
-    return ids[0], scores[0]
+    return store.rows(ids[0].tolist()), scores[0]
 
 
-def _score(rows: pa.Table | pa.RecordBatch, query: np.ndarray, dim: int, best: TopK) -> None:
+def _score(rows: pa.Table | pa.RecordBatch, labels: np.ndarray, query: np.ndarray, dim: int, best: TopK) -> None:
+    """Offer these rows' vectors to `best`, each under its label (its id or its position)."""
     if rows.num_rows == 0:
         return
     vector = rows.column("vector")
     vectors = _stored(vector.combine_chunks() if isinstance(vector, pa.ChunkedArray) else vector, dim)
     positions, scores = block_candidates(vectors, query[None], best.k, floor=best.floor())
-    best.add(rows.column("id").to_numpy()[positions], scores)
+    best.add(labels[positions], scores)
 
 
 def _stored(column: pa.Array, dim: int) -> np.ndarray:

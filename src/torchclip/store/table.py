@@ -23,6 +23,7 @@ committed: a kill in between only skips some ids, so an id is never given to two
 from __future__ import annotations
 
 import fcntl
+import functools
 import io
 import json
 import os
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 from pyarrow import fs
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on stderr about things that are normal here
@@ -48,6 +50,7 @@ from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
 from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates  # noqa: E402
 from torchclip.store.ivf import CENTROIDS_FOLDER, PARTITION_COLUMN, UNASSIGNED, Partitions, search_ivf  # noqa: E402
 from torchclip.store.malloc import keep_freed_blocks  # noqa: E402
+from torchclip.store.positions import Positions  # noqa: E402
 
 __all__ = [
     "EmbeddingStore",
@@ -75,6 +78,16 @@ NUMBERS_UNKNOWN_AS_ZERO = ("size", "mtime", "width", "height")
 # 1M float16 rows, same run).
 FILE_FORMAT = "legacy"
 ANN_THREADS = max(2, os.cpu_count() or 1)  # threads answering a batch of ANN queries
+
+
+@functools.cache
+def _ann_workers() -> ThreadPoolExecutor:
+    """The threads that answer ANN queries, one query each. Lance releases the GIL, so a batch of queries
+    runs side by side (16 queries on a 10M-row IVF_PQ store: ~3x faster with 2 threads on 2 cores;
+    docs/performance.md). Each worker scores with one torch thread: an ivf_flat query scores ~8,000 rows,
+    and two torch threads per query contended with Lance's reader threads (10M rows on 2 cores: p50 16-25
+    ms with two, 13.7 ms with one; benchmarks/bench_store.py --step measure)."""
+    return ThreadPoolExecutor(ANN_THREADS, "torchclip-ann", initializer=torch.set_num_threads, initargs=(1,))
 
 
 class StoreBusyError(RuntimeError):
@@ -623,17 +636,8 @@ class EmbeddingStore:
         )
 
     def take(self, positions: Sequence[int], columns: Sequence[str]) -> pa.Table:
-        """The rows at these positions (0 .. len-1 over the live rows, ascending), read fragment by
-        fragment: Lance's dataset-level take cost ~10 s a call on a 1M-row table once rows were deleted."""
-        fragments = self._dataset.get_fragments()
-        offsets = np.cumsum([0, *(fragment.count_rows() for fragment in fragments)])
-        positions = np.asarray(positions, dtype=np.int64)
-        owner = np.searchsorted(offsets, positions, side="right") - 1
-        parts = [
-            fragments[f].take(positions[owner == f] - offsets[f], columns=list(columns)) for f in np.unique(owner)
-        ]
-        schema = pa.schema([self._dataset.schema.field(c) for c in columns])
-        return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
+        """The rows at these positions (0 .. len-1 over the live rows), in that order."""
+        return Positions.of(self._dataset).take(positions, columns)
 
     def rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         """The rows with these ids, in that order, without their vectors: {"id", "key", "text", "size",
@@ -696,22 +700,17 @@ class EmbeddingStore:
         if info["type"] == "ivf_flat":
             partitions, nprobes = self._partitions, info["search"]["nprobes"]
 
-            def one(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                return search_ivf(self, partitions, query, k, nprobes, where)
+            def one(query: np.ndarray) -> list[Hit]:
+                rows, scores = search_ivf(self, partitions, query, k, nprobes, where, ROW_COLUMNS)
+                return [_hit(_unknowns_as_none(row), float(score)) for row, score in zip(rows, scores)]
 
-            if len(queries) == 1:
-                results = [one(queries[0])]
-            else:
-                with ThreadPoolExecutor(max_workers=min(len(queries), ANN_THREADS)) as pool:
-                    results = list(pool.map(one, queries))
-            ids, scores = zip(*results)
-            return self._hits(ids, scores)
-        if len(queries) == 1:
-            return [self._ann_search(queries[0], k, where, info["search"])]
-        # Lance searches one query at a time and releases the GIL: a batch of queries runs in threads (16
-        # queries on a 10M-row IVF_PQ store: ~3x faster with 2 threads on 2 cores; docs/performance.md)
-        with ThreadPoolExecutor(max_workers=min(len(queries), ANN_THREADS)) as pool:
-            return list(pool.map(lambda query: self._ann_search(query, k, where, info["search"]), queries))
+        else:
+
+            def one(query: np.ndarray) -> list[Hit]:
+                return self._ann_search(query, k, where, info["search"])
+
+        # one query per worker thread, each worker with one torch thread (see _ann_workers)
+        return list(_ann_workers().map(one, queries))
 
     def exact_top_k(self, queries: np.ndarray, k: int, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids [Q, k'], scores [Q, k']) of exact search, best first: the vectors are read in blocks of
@@ -728,9 +727,8 @@ class EmbeddingStore:
                 best.add(batch.column("id").to_numpy()[positions], scores)
         return best.result()
 
-    def _hits(self, ids: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> list[list[Hit]]:
-        """Hits of each query from its ids and scores (arrays of any length), rows read in one lookup."""
-        rows = {row["id"]: row for row in self.rows(np.unique(np.concatenate(list(ids))).tolist())}
+    def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        rows = {row["id"]: row for row in self.rows(np.unique(ids).tolist())}
         return [
             [_hit(rows[i], s) for i, s in zip(row_ids.tolist(), row_scores.tolist())]
             for row_ids, row_scores in zip(ids, scores)
@@ -771,7 +769,7 @@ class EmbeddingStore:
         info.update(self._config.get("index") or {})
         if info["type"] == "ivf_flat" and self._has_vector_index():
             info["rows_indexed"] = self._partitions.indexed
-            info["rows_unindexed"] = self._partitions.rows - self._partitions.indexed
+            info["rows_unindexed"] = self._partitions.positions.rows - self._partitions.indexed
         elif info["type"] not in (None, "flat") and self._has_vector_index():
             stats = self._dataset.stats.index_stats("vector_idx")
             info["rows_indexed"] = stats["num_indexed_rows"]
