@@ -11,7 +11,7 @@ Three settings let a freed block's memory serve the next one:
   a 64 MB float32 block read by one of Lance's threads would still be a fresh mmap.
 
 The cost: a process keeps up to 1 GB of freed memory instead of returning it at once. Lance's reader
-threads must not have allocated yet, hence the first open. `benchmarks/bench_store.py --step scan` measures
+threads must not have allocated yet, hence the first open. `benchmarks/bench_store.py --step malloc` measures
 both settings (docs/performance.md). TORCHCLIP_MALLOC=default leaves malloc as it is; other C libraries
 (musl, macOS, Windows) are left alone.
 """
