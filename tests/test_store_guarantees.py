@@ -209,3 +209,61 @@ def test_a_search_during_commits_sees_one_complete_generation(tmp_path):
         seen.add(rows)
     assert writer.wait() == 0
     assert len(EmbeddingStore(tmp_path / "store")) == 105 and len(seen) > 1
+
+
+DIE_WHILE_REWRITING = """
+import os, signal, sys
+import lance, pyarrow as pa
+from torchclip.store import EmbeddingStore, ivf
+ivf.ROWS_PER_PARTITION, ivf.BUCKET_ROWS = 100, 300
+real_write = lance.write_dataset
+
+def write_then_die(data, *args, **options):
+    if options.get("mode") != "overwrite":
+        return real_write(data, *args, **options)
+    def batches():
+        for n, batch in enumerate(data):
+            if n == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)  # a power cut in the middle of the sorted rewrite
+            yield batch
+    reader = pa.RecordBatchReader.from_batches(data.schema, batches())
+    return real_write(reader, *args, max_rows_per_file=500, **options)
+
+lance.write_dataset = write_then_die
+EmbeddingStore(sys.argv[1]).build_index("ivf_flat", queries=50)
+"""
+
+
+@pytest.mark.parametrize("batches_written", [0, 4])
+def test_an_index_build_killed_while_rewriting_the_table_leaves_the_store_as_it_was(
+    tmp_path, monkeypatch, batches_written
+):
+    """ivf_flat rewrites the whole table: killed in the middle (spilled rows, some new data files written,
+    nothing committed), the store keeps every row and its old index, and the next build cleans up."""
+    from torchclip.store import ivf
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((2000, 16)).astype(np.float32)
+    store = EmbeddingStore.create(tmp_path / "store", model={"name": None, "fingerprint": None, "dim": 16})
+    store.add([f"/photos/{i}.jpg" for i in range(2000)], vectors)
+    store.build_index("flat")
+    before = contents(tmp_path / "store")
+    killed = subprocess.run(
+        [sys.executable, "-c", DIE_WHILE_REWRITING, str(tmp_path / "store"), str(batches_written)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list((tmp_path / "store").glob(".ivf-build-*"))  # the spilled rows of the killed build are there
+    after = EmbeddingStore(tmp_path / "store")
+    assert after.index_info()["type"] == "flat" and len(after) == 2000
+    got = contents(tmp_path / "store")
+    assert sorted(got) == sorted(before) and all(np.array_equal(got[key], before[key]) for key in before)
+    assert after.search(vectors[11], k=1)[0][0].key == "/photos/11.jpg"
+    monkeypatch.setattr(ivf, "ROWS_PER_PARTITION", 100)
+    assert after.build_index("ivf_flat", queries=50)["type"] == "ivf_flat"  # a plain re-run completes
+    assert not list((tmp_path / "store").glob(".ivf-build-*"))
+    assert sorted(contents(tmp_path / "store")) == sorted(before)
+    assert len(list((tmp_path / "store" / "ivf").iterdir())) == 1  # the killed build's centroids are gone
+    assert EmbeddingStore(tmp_path / "store").search(vectors[11], k=1)[0][0].key == "/photos/11.jpg"
