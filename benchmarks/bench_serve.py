@@ -5,7 +5,8 @@ in one run with:
 - the same server with micro-batching off (`--max-batch 1`): what batching buys at 16 clients;
 - `torchclip search STORE QUERY` run in a loop (a process per query): what a resident service buys.
 
-The store holds `--rows` random unit vectors of the bundled model's dimension (their keys name no files:
+The store holds `--rows` vectors of the bundled model's dimension drawn from bench_store.py's mixture (4,096
+clusters, as photo embeddings have neighbours; their keys name no files:
 image queries upload a generated photo, key queries pick stored keys), searched exactly unless `--index`
 builds the store's ANN index first. Clients are threads with keep-alive connections in this process, so on
 a 2-core machine they share the CPUs with the server: the figures are the whole system's.
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from bench_store import mixture  # benchmarks/ is this script's folder
 from PIL import Image
 
 from torchclip.convert import load
@@ -47,8 +49,8 @@ WORDS = ["red", "blue", "green", "yellow", "circle", "square", "star", "a photo 
 
 
 def make_store(folder: Path, rows: int, vector_dtype: str = "float32", seed: int = 0) -> tuple[Path, list[str]]:
-    """A store of `rows` random unit vectors made by the bundled model's identity (kept and reused when
-    `folder` already holds one of that size and dtype); returns (store, some keys)."""
+    """A store of `rows` mixture vectors (bench_store.mixture) made by the bundled model's identity (kept and
+    reused when `folder` already holds one of that size and dtype); returns (store, some keys)."""
     rng = np.random.default_rng(seed)
     if (folder / "store.json").is_file():
         kept = EmbeddingStore(folder)
@@ -62,7 +64,7 @@ def make_store(folder: Path, rows: int, vector_dtype: str = "float32", seed: int
     )
     for start in range(0, rows, 100_000):
         count = min(100_000, rows - start)
-        vectors = np.random.default_rng([seed, start]).standard_normal((count, dim), dtype=np.float32)
+        vectors = mixture(count, seed=seed * 1_000_003 + start, dim=dim)
         keys = [f"/bench/photos/{n:08d}.jpg" for n in range(start, start + count)]
         store.add(keys, vectors, metadata=[{"width": 640 + n % 3000, "height": 480} for n in range(count)])
     return folder, [f"/bench/photos/{n:08d}.jpg" for n in rng.choice(rows, 64, replace=False)]

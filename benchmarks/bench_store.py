@@ -42,12 +42,14 @@ import numpy as np
 DIM, CLUSTERS, SIGMA, COMMIT_ROWS = 512, 4096, 0.035, 100_000
 
 
-def mixture(rows: int, seed: int, dtype=np.float32) -> np.ndarray:
-    """`rows` normalised draws from the Gaussian mixture (the centres are the same for every seed)."""
-    centres = np.random.default_rng(12345).standard_normal((CLUSTERS, DIM)).astype(np.float32)
+def mixture(rows: int, seed: int, dtype=np.float32, dim: int = DIM) -> np.ndarray:
+    """`rows` normalised draws from the Gaussian mixture (the centres are the same for every seed); at
+    another `dim` the noise is scaled so that a row's cosine to its centre stays ~0.78."""
+    centres = np.random.default_rng(12345).standard_normal((CLUSTERS, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
-    vectors = centres[rng.integers(0, CLUSTERS, rows)] + SIGMA * rng.standard_normal((rows, DIM), dtype=np.float32)
+    sigma = SIGMA * (DIM / dim) ** 0.5
+    vectors = centres[rng.integers(0, CLUSTERS, rows)] + sigma * rng.standard_normal((rows, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors.astype(dtype)
 
