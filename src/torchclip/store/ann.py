@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from torchclip.store.exact import BLOCK_ROWS
+from torchclip.store.exact import BLOCK_ROWS, stored_vectors
 from torchclip.store.ivf import PROBE_CHOICES, RECALL_TARGET, build_ivf, drop_ivf
 
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ class _RecallSample:
         count = min(rows, queries, max(100, 1_000_000_000 // max(rows, 1)))  # ~1e9 score products at most
         positions = np.sort(np.random.default_rng(seed).choice(rows, count, replace=False))
         sample = store.take(positions, ["id", "vector"])
-        vectors = sample.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = vectors.reshape(count, -1).astype(np.float32)
+        vectors = stored_vectors(sample.column("vector"), store.dim).astype(np.float32)
         self.vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self.own = sample.column("id").to_numpy()
         self.store, self.k = store, min(k, rows - 1)

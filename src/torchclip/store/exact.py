@@ -18,14 +18,23 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-__all__ = ["BLOCK_ROWS", "SCREEN_ERROR", "TopK", "block_candidates"]
+__all__ = ["BLOCK_ROWS", "SCREEN_ERROR", "TopK", "block_candidates", "stored_vectors"]
 
 BLOCK_ROWS = 32_768  # rows per block of exact search (64 MB of float32 512-d vectors) and per Lance row group
 
 SCREEN_ERROR = 2.0**-10 + 1e-5  # query rounding + product rounding + float32 accumulation slack
 SCREEN_EXTRA = 64  # rows kept beyond k per query and block before the error bound asks for more
+
+
+def stored_vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A fixed-size-list column of vectors as a [N, D] array of its own dtype (float32 or float16; no copy
+    unless the column is in several chunks)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
 def block_candidates(

@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates
+from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates, stored_vectors
 from torchclip.store.positions import Positions
 
 if TYPE_CHECKING:
@@ -262,20 +262,13 @@ def _score(rows: pa.Table | pa.RecordBatch, labels: np.ndarray, query: np.ndarra
     """Offer these rows' vectors to `best`, each under its label (its id or its position)."""
     if rows.num_rows == 0:
         return
-    vector = rows.column("vector")
-    vectors = _stored(vector.combine_chunks() if isinstance(vector, pa.ChunkedArray) else vector, dim)
+    vectors = stored_vectors(rows.column("vector"), dim)
     positions, scores = block_candidates(vectors, query[None], best.k, floor=best.floor())
     best.add(labels[positions], scores)
 
 
-def _stored(column: pa.Array, dim: int) -> np.ndarray:
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
 def _as_float32(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return np.ascontiguousarray(_stored(column, dim), dtype=np.float32)
+    return np.ascontiguousarray(stored_vectors(column, dim), dtype=np.float32)
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ import lance  # noqa: E402
 
 from torchclip.io import write_bytes_atomic  # noqa: E402
 from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
-from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates  # noqa: E402
+from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates, stored_vectors  # noqa: E402
 from torchclip.store.ivf import CENTROIDS_FOLDER, PARTITION_COLUMN, UNASSIGNED, Partitions, search_ivf  # noqa: E402
 from torchclip.store.malloc import keep_freed_blocks  # noqa: E402
 from torchclip.store.positions import Positions  # noqa: E402
@@ -722,7 +722,7 @@ class EmbeddingStore:
         )
         for batch in self._guarded(scanner.to_batches(), where):
             if batch.num_rows:
-                vectors = _stored_vectors(batch.column("vector"), self.dim)
+                vectors = stored_vectors(batch.column("vector"), self.dim)
                 positions, scores = block_candidates(vectors, queries, k, floor=best.floor())
                 best.add(batch.column("id").to_numpy()[positions], scores)
         return best.result()
@@ -791,14 +791,9 @@ class EmbeddingStore:
         return self.index_info()
 
 
-def _stored_vectors(column: pa.Array, dim: int) -> np.ndarray:
-    """A fixed-size-list column as a [N, D] array of its own dtype (float32 or float16, no copy)."""
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
 def _vectors(column: pa.Array, dim: int) -> np.ndarray:
     """A fixed-size-list column as a [N, D] float32 array."""
-    return _stored_vectors(column, dim).astype(np.float32, copy=False)
+    return stored_vectors(column, dim).astype(np.float32, copy=False)
 
 
 def _unknowns_as_none(row: dict[str, Any]) -> dict[str, Any]:
