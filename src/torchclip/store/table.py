@@ -702,7 +702,7 @@ class EmbeddingStore:
 
             def one(query: np.ndarray) -> list[Hit]:
                 rows, scores = search_ivf(self, partitions, query, k, nprobes, where, ROW_COLUMNS)
-                return [_hit(_unknowns_as_none(row), float(score)) for row, score in zip(rows, scores)]
+                return [_hit(row, float(score)) for row, score in zip(rows, scores)]
 
         else:
 
@@ -743,8 +743,7 @@ class EmbeddingStore:
         except (OSError, RuntimeError) as exc:
             raise _lance_error(self.folder, exc, self._dataset) from None
         scores = 1.0 - table.column("_distance").to_numpy()  # Lance's dot distance is 1 - dot
-        rows = (_unknowns_as_none(row) for row in table.select(ROW_COLUMNS).to_pylist())
-        return [_hit(row, float(score)) for row, score in zip(rows, scores)]
+        return [_hit(row, float(score)) for row, score in zip(table.select(ROW_COLUMNS).to_pylist(), scores)]
 
     # ------------------------------------------------------------------ the ANN index
 
@@ -752,8 +751,9 @@ class EmbeddingStore:
         """Whether this generation has the vector index store.json describes (looked up once per generation)."""
         if self._indexed_generation[0] != self.generation:
             info = self._config.get("index") or {"type": "flat"}
-            self._partitions = Partitions.of(self) if info["type"] == "ivf_flat" else None
+            self._partitions = None
             if info["type"] == "ivf_flat":
+                self._partitions = Partitions.of(self)
                 present = self._partitions is not None
             else:
                 indexes = self._dataset.describe_indices()
@@ -802,7 +802,8 @@ def _unknowns_as_none(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hit(row: dict[str, Any], score: float) -> Hit:
-    metadata = {name: row[name] for name in METADATA_COLUMNS if row.get(name) is not None}
+    known = _unknowns_as_none(row)
+    metadata = {name: known[name] for name in METADATA_COLUMNS if known.get(name) is not None}
     return Hit(row["id"], row["key"], score, row.get("text") or "", metadata)
 
 
