@@ -130,6 +130,37 @@ def test_ivf_flat_after_the_build_replaced_removed_and_filtered_rows(tmp_path, s
         assert [h.key for h in store.search(query, k=3, where=rare)[0]] == exact and len(exact) == 2
 
 
+def test_lookups_by_id_and_key_go_through_bloom_filters_and_miss_no_row(tmp_path):
+    """A build indexes id and key with Lance bloom filters (zones of 8,192 rows), replacing the B-trees an
+    older build left; every lookup (id_of, rows, vectors_of, remove, add's replace) still finds exactly its
+    rows, in indexed zones and in fragments committed after the build."""
+    rows = 20_000  # three zones
+    store, vectors = filled_store(tmp_path / "store", rows=rows)
+    for column in ("id", "key"):  # what torchclip built before the bloom filters
+        store.dataset.create_scalar_index(column, "BTREE")
+        store.refresh()
+    store.build_index("flat")
+    lookups = {tuple(index.field_names): index.index_type for index in store.dataset.describe_indices()}
+    assert lookups == {("id",): "BloomFilter", ("key",): "BloomFilter"}
+    plan = store.dataset.scanner(columns=["id"], filter="key = '/photos/00001.jpg'").explain_plan()
+    assert "BloomFilter" in plan
+    store.add([f"/late/{i}.jpg" for i in range(10)], clustered(10, seed=5))  # a fragment the filters miss
+    stored = dict(zip(store.dataset.to_table(columns=["key"]).column(0).to_pylist(),
+                      store.dataset.to_table(columns=["id"]).column(0).to_pylist()))
+    sample = [f"/photos/{i:05d}.jpg" for i in (0, 8191, 8192, 12345, 19999)] + ["/late/3.jpg"]
+    for key in sample:
+        assert store.id_of(key) == stored[key]
+    assert store.id_of("/photos/20000.jpg") is None and store.id_of("/late/x.jpg") is None
+    ids = [stored[key] for key in sample]
+    assert [row["key"] for row in store.rows(ids[::-1])] == sample[::-1]
+    np.testing.assert_allclose(store.vectors_of(ids[:5]), vectors[[0, 8191, 8192, 12345, 19999]], atol=1e-6)
+    assert store.remove(["/photos/12345.jpg", "/late/3.jpg", "/photos/absent.jpg"]) == 2
+    assert store.id_of("/photos/12345.jpg") is None and len(store) == rows + 8
+    store.add(["/photos/08192.jpg", "/late/5.jpg", "/new.jpg"], clustered(3, seed=6))  # two rows replaced
+    assert len(store) == rows + 9 and store.id_of("/photos/08192.jpg") > max(stored.values())
+    assert store.remove_ids([stored["/photos/00000.jpg"], stored["/late/6.jpg"]]) == 2 and len(store) == rows + 7
+
+
 def test_ties_between_duplicates_count_as_hits(tmp_path):
     store = EmbeddingStore.create(tmp_path / "store", model=MODEL)
     vectors = np.repeat(clustered(300), 3, axis=0)  # every photo three times, as copies in a collection are

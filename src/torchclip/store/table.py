@@ -595,8 +595,15 @@ class EmbeddingStore:
             return self._delete(_in_list("id", ids))
 
     def _delete(self, predicate: str) -> int:
+        """Delete the rows matching a lookup `predicate` in one commit: their row ids are found first
+        (through the lookup index), then deleted by id. Lance's delete with the predicate itself fails once
+        matches lie both in indexed zones and in fragments committed after the build (it expects its
+        bloom-filtered matches in row order)."""
+        found = self._scanner(columns=["id"], filter=predicate, with_row_id=True).to_table().column("_rowid")
+        if len(found) == 0:
+            return 0
         before = len(self)
-        self._dataset.delete(predicate)
+        self._dataset.delete(_in_list("_rowid", found.to_pylist()))
         self.refresh()
         return before - len(self)
 
@@ -630,8 +637,11 @@ class EmbeddingStore:
         return ValueError(f"bad filter {where!r}: {message}")
 
     def _select(self, predicate: str, columns: Sequence[str]) -> pa.Table:
+        """The few rows matching a lookup `predicate` (by id or key). Late materialisation reads the other
+        columns of the matching rows only, not of every row in the zones the lookup index names."""
+        scanner = self._scanner(columns=list(columns), filter=predicate, late_materialization=True)
         return pa.Table.from_batches(
-            list(self.iter_batches(columns=columns, where=predicate)),
+            list(self._guarded(scanner.to_batches(), predicate)),
             schema=pa.schema([self._dataset.schema.field(c) for c in columns]),
         )
 
