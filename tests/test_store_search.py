@@ -97,14 +97,20 @@ def test_ivf_flat_sorts_the_rows_by_partition_and_keeps_every_row(tmp_path, smal
     assert store.search(vectors[3], k=1)[0][0].key == "/photos/00003.jpg"
 
 
-def test_ivf_flat_after_the_build_replaced_removed_and_filtered_rows(tmp_path, small_partitions):
+@pytest.mark.parametrize("held", [True, False], ids=["unindexed-rows-held", "unindexed-rows-read-per-query"])
+def test_ivf_flat_after_the_build_replaced_removed_and_filtered_rows(tmp_path, small_partitions, monkeypatch, held):
     """Rows replaced (same key), removed or committed as outside fragments after an ivf_flat build are
-    searched as they now are; a filter that leaves fewer than k rows in the probed partitions falls back
-    to exact search, so a match is never hidden."""
+    searched as they now are, whether the rows committed since the build are held in memory for the
+    version or (too many) read per query; a filter that leaves fewer than k rows in the probed partitions
+    falls back to exact search, so a match is never hidden."""
     import lance
     import pyarrow as pa
 
+    from torchclip.store import ivf
     from torchclip.store.table import rows_table
+
+    if not held:
+        monkeypatch.setattr(ivf, "UNINDEXED_IN_MEMORY_BYTES", 0)
 
     store, vectors = filled_store(tmp_path / "store")
     store.build_index("ivf_flat", queries=200)
@@ -123,6 +129,7 @@ def test_ivf_flat_after_the_build_replaced_removed_and_filtered_rows(tmp_path, s
         lance.LanceDataset.commit(store.dataset.uri, append, read_version=store.generation)
     store = EmbeddingStore(tmp_path / "store")
     assert store.index_info()["rows_unindexed"] == 4  # the replaced row and the three far ones
+    assert (store._partitions.unindexed is not None) == held
     assert store.search(clustered(3, seed=22)[2], k=1)[0][0].key == "/far/2.jpg"
     rare = "key IN ('/photos/02999.jpg', '/photos/00100.jpg')"  # two rows match, wherever their partitions lie
     for query in clustered(5, seed=23):

@@ -59,6 +59,7 @@ SAMPLE_PER_CENTROID = 256  # 64 gave recall@10 0.92 at 4 probes on 1M mixture ro
 SAMPLE_MAX_ROWS = 655_360  # k-means sample cap (1.3 GB of float32 at 512-d): 256 a centroid up to ~10M rows
 KMEANS_ITERATIONS = 20
 BUCKET_ROWS = 250_000  # rows sorted in memory at a time while rewriting the table (~300 MB at 512-d float16)
+UNINDEXED_IN_MEMORY_BYTES = 64 << 20  # rows committed since the build, read once a generation up to this size
 PROBE_CHOICES = (2, 4, 8, 16, 32, 64, 128)
 RECALL_TARGET = 0.95
 
@@ -180,12 +181,15 @@ def drop_ivf(store: EmbeddingStore) -> None:
 @dataclass
 class Partitions:
     """Where each partition's rows lie in one table version (`Positions`: live rows, fragments in order):
-    partition p is rows starts[p]:starts[p+1]; rows from `indexed` on were committed after the build."""
+    partition p is rows starts[p]:starts[p+1]; rows from `indexed` on were committed after the build.
+    Those (one small fragment per commit) are read once for the version into `unindexed` while they fit
+    in UNINDEXED_IN_MEMORY_BYTES: read per query, each fragment cost ~2 ms of fixed overhead."""
 
     centroids: np.ndarray  # [P, D] float32, unit length
     starts: np.ndarray  # [P + 1] int64
     indexed: int
     positions: Positions
+    unindexed: np.ndarray | None  # [rows - indexed, D] their vectors, or None: too many, read per query
 
     @classmethod
     def of(cls, store: EmbeddingStore) -> Partitions | None:
@@ -207,7 +211,14 @@ class Partitions:
                 f"{store.folder.name!r}: the rows are no longer sorted by partition; run torchclip index"
             )
         starts = np.searchsorted(sorted_run, np.arange(len(centroids) + 1)).astype(np.int64)
-        return cls(centroids, starts, indexed, positions)
+        unindexed = None
+        if (positions.rows - indexed) * store.dim * np.dtype(store.vector_dtype).itemsize <= UNINDEXED_IN_MEMORY_BYTES:
+            ranges = positions.ranges(indexed, positions.rows, ["vector"])
+            unindexed = np.concatenate(
+                [np.zeros((0, store.dim), store.vector_dtype)]
+                + [stored_vectors(rows.column("vector"), store.dim) for rows in ranges]
+            )
+        return cls(centroids, starts, indexed, positions, unindexed)
 
     def probe(self, query: np.ndarray, nprobes: int) -> np.ndarray:
         """The `nprobes` partitions nearest to `query`, nearest first."""
@@ -233,13 +244,16 @@ def search_ivf(
         return _search_filtered(store, probed, query, k, where)
     best = TopK(1, k)
     runs = [(int(partitions.starts[p]), int(partitions.starts[p + 1])) for p in probed]
-    unindexed = range(partitions.indexed, partitions.positions.rows, BLOCK_ROWS)  # committed since the build
-    runs += [(start, min(start + BLOCK_ROWS, partitions.positions.rows)) for start in unindexed]
+    indexed, rows = partitions.indexed, partitions.positions.rows
+    if partitions.unindexed is None:  # committed since the build, too many to hold: read them too
+        runs += [(start, min(start + BLOCK_ROWS, rows)) for start in range(indexed, rows, BLOCK_ROWS)]
+    elif rows > indexed:
+        _score_vectors(partitions.unindexed, np.arange(indexed, rows), query, best)
     for start, stop in runs:
         first = start
-        for rows in partitions.positions.ranges(start, stop, ["vector"]):
-            _score(rows, np.arange(first, first + rows.num_rows), query, store.dim, best)
-            first += rows.num_rows
+        for table in partitions.positions.ranges(start, stop, ["vector"]):
+            _score(table, np.arange(first, first + table.num_rows), query, store.dim, best)
+            first += table.num_rows
     positions, scores = best.result()
     return partitions.positions.take(positions[0], columns).to_pylist(), scores[0]
 
@@ -260,9 +274,11 @@ def _search_filtered(
 
 def _score(rows: pa.Table | pa.RecordBatch, labels: np.ndarray, query: np.ndarray, dim: int, best: TopK) -> None:
     """Offer these rows' vectors to `best`, each under its label (its id or its position)."""
-    if rows.num_rows == 0:
-        return
-    vectors = stored_vectors(rows.column("vector"), dim)
+    if rows.num_rows:
+        _score_vectors(stored_vectors(rows.column("vector"), dim), labels, query, best)
+
+
+def _score_vectors(vectors: np.ndarray, labels: np.ndarray, query: np.ndarray, best: TopK) -> None:
     positions, scores = block_candidates(vectors, query[None], best.k, floor=best.floor())
     best.add(labels[positions], scores)
 
