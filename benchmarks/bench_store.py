@@ -221,6 +221,34 @@ def file_formats(folder: Path) -> dict:
     return result
 
 
+def screen_or_copy() -> dict:
+    """Scoring one block of 32,768 512-d float16 rows for Q queries: screened in float16
+    (`exact._screened_candidates`) against copied to float32 first (what `block_candidates` does above
+    SCREEN_MAX_QUERIES), best of 3, the store's malloc settings applied."""
+    import torch
+
+    from torchclip.store import exact
+    from torchclip.store.malloc import keep_freed_blocks
+
+    keep_freed_blocks()
+    block = mixture(exact.BLOCK_ROWS, seed=11, dtype=np.float16)
+    paths = {
+        "screened": lambda queries: exact._screened_candidates(block, queries, 10, None),
+        "copied": lambda queries: exact.block_candidates(torch.from_numpy(block).float().numpy(), queries, 10),
+    }
+    result = {}
+    for count in (1, 4, 8, 16, 32, 64, 256, 1000):
+        queries = mixture(count, seed=12)
+        for name, run in paths.items():
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                run(queries)
+                best = min(best, time.perf_counter() - started)
+            result[f"{name}_ms_{count}_queries"] = 1000 * best
+    return result
+
+
 def ann_rss(folder: Path) -> dict:
     """Peak RSS of a process that opens the store and answers 100 ANN queries (and nothing else)."""
     from torchclip.store import EmbeddingStore
@@ -313,7 +341,7 @@ def main() -> None:
         "--step",
         default="all",
         choices=[
-            *("all", "generate", "build", "ann-rss", "measure", "formats", "exact", "malloc"),
+            *("all", "generate", "build", "ann-rss", "measure", "formats", "exact", "malloc", "screen"),
             *("old-generate", "old-measure", "report"),
         ],
     )
@@ -328,6 +356,7 @@ def main() -> None:
         "formats": lambda: file_formats(args.folder),
         "exact": lambda: exact_only(lance_folder),
         "malloc": lambda: malloc_settings(args),
+        "screen": screen_or_copy,
         "old-generate": lambda: measure_old(old_folder, str(args.old_module), args.rows, True),
         "old-measure": lambda: measure_old(old_folder, str(args.old_module), args.rows, False),
     }

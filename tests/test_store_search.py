@@ -391,10 +391,12 @@ def test_fragments_written_outside_the_store_join_it_in_one_commit(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("blocks", [1, 7, 40])
-def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks):
-    """Exact search screens float16 blocks with a float16 product; rows closer to the k-th best than the
-    screening error (here 300 near-copies of one vector, spread 1e-4 apart) must still be ranked exactly,
-    also when later blocks are screened against the k-th best of the earlier ones (`floor`)."""
+@pytest.mark.parametrize("query_count", [6, 30], ids=["few-queries-screened", "many-queries-copied"])
+def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks, query_count):
+    """Exact search screens float16 blocks with a float16 product for a few queries (a float32 copy for
+    many); rows closer to the k-th best than the screening error (here 300 near-copies of one vector,
+    spread 1e-4 apart) must still be ranked exactly, also when later blocks are screened against the k-th
+    best of the earlier ones (`floor`)."""
     from torchclip.store.exact import TopK, block_candidates
 
     rng = np.random.default_rng(3)
@@ -403,7 +405,7 @@ def test_exact_search_equals_a_float64_scan_even_among_near_ties(dtype, blocks):
     near = centre + 1e-4 * rng.standard_normal((300, 64)).astype(np.float32)
     vectors = np.concatenate([base, near / np.linalg.norm(near, axis=1, keepdims=True)]).astype(dtype)
     rng.shuffle(vectors)
-    queries = np.concatenate([centre[None], clustered(5, seed=8, dim=64)])
+    queries = np.concatenate([centre[None], clustered(query_count - 1, seed=8, dim=64)])
     k = 20
     best = TopK(len(queries), k)
     for positions in np.array_split(np.arange(len(vectors)), blocks):

@@ -3,14 +3,16 @@
 The store streams its vectors from Lance in blocks (`EmbeddingStore.exact_top_k`); this module scores one
 block and keeps the best k across blocks, so memory stays bounded at any store size.
 
-float32 blocks are scored with one float32 matrix product. float16 blocks would cost a float32 copy
-first (converting 1M 512-d rows takes longer than scoring them), so they are *screened* with a float16
-matrix product instead (PyTorch's float16 CPU kernels, float32 accumulation) and only the rows that
-can still be among the best k are rescored in float32. The screening score of a unit vector differs from
-its float32 score by at most SCREEN_ERROR (the query rounded to float16: <= 2^-11; the product rounded to
-float16: <= 2^-11), so every row whose screening score is within 2 * SCREEN_ERROR of the k-th best
-screening score is rescored: the result equals a float32 search of the stored float16 vectors.
-`benchmarks/bench_store.py` (step "measure") times both.
+float32 blocks are scored with one float32 matrix product. float16 blocks scored for a few queries would
+cost a float32 copy first (converting 1M 512-d rows takes longer than scoring them for one query), so they
+are *screened* with a float16 matrix product instead (PyTorch's float16 CPU kernels, float32
+accumulation) and only the rows that can still be among the best k are rescored in float32. The
+screening score of a unit vector differs from its float32 score by at most SCREEN_ERROR (the query
+rounded to float16: <= 2^-11; the product rounded to float16: <= 2^-11), so every row whose screening
+score is within 2 * SCREEN_ERROR of the k-th best screening score is rescored: the result equals a float32
+search of the stored float16 vectors. `benchmarks/bench_store.py` (step "measure") times both. For more
+than SCREEN_MAX_QUERIES queries (the recall measurement at build: up to 1,000) the float32 copy is the
+cheaper of the two, so the block is copied and scored in float32 (step "screen").
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ BLOCK_ROWS = 32_768  # rows per block of exact search (64 MB of float32 512-d ve
 
 SCREEN_ERROR = 2.0**-10 + 1e-5  # query rounding + product rounding + float32 accumulation slack
 SCREEN_EXTRA = 64  # rows kept beyond k per query and block before the error bound asks for more
+# Above this many queries a float32 copy of a float16 block is cheaper than screening it: a 32,768-row
+# 512-d block took 21 ms screened and 26 ms copied for 8 queries, 40 and 36 ms for 16, 2.5 and 0.34 s for 1,000
+# (benchmarks/bench_store.py --step screen)
+SCREEN_MAX_QUERIES = 12
 
 
 def stored_vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
@@ -45,7 +51,9 @@ def block_candidates(
     query's best k within this block, and scores at least `floor` ([Q]: the k-th best score found so far,
     `TopK.floor`), is among its candidates, with its float32 score."""
     if vectors.dtype == np.float16:
-        return _screened_candidates(vectors, queries, k, floor)
+        if len(queries) <= SCREEN_MAX_QUERIES:
+            return _screened_candidates(vectors, queries, k, floor)
+        vectors = _tensor(vectors).float().numpy()  # (torch converts float16 ~10x faster than NumPy)
     scores = queries @ vectors.T
     if scores.shape[1] <= k:
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
@@ -53,12 +61,17 @@ def block_candidates(
     return positions, np.take_along_axis(scores, positions, axis=1)
 
 
+def _tensor(vectors: np.ndarray) -> torch.Tensor:
+    """A tensor over `vectors` without a copy (Arrow's buffers are read-only; nothing here writes to them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(vectors)
+
+
 def _screened_candidates(
     vectors: np.ndarray, queries: np.ndarray, k: int, floor: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    with warnings.catch_warnings():  # Arrow's buffers are read-only; nothing here writes to them
-        warnings.simplefilter("ignore", UserWarning)
-        block = torch.from_numpy(vectors)
+    block = _tensor(vectors)
     query = torch.from_numpy(queries)
     screen = block @ query.half().T  # [B, Q] float16
     rows = screen.shape[0]
