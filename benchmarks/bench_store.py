@@ -16,7 +16,9 @@ queries), recall@10 of the ANN results against exact search (ties count as hits)
 opens the store and answers 100 ANN queries, removing one row (median of 5), appending 1,000 new rows
 (`append_new`, what an embed run's commit does) and `add` of 1,000 rows (a key lookup first), disk against
 the raw vectors, and the index build's time and peak RSS. Step "malloc" times exact search with glibc's
-default malloc beside the store's settings (`torchclip/store/malloc.py`). The old store (git show
+default malloc beside the store's settings (`torchclip/store/malloc.py`); step "lookups" times lookups by id
+and key through the lookup indexes; step "screen" scores one float16 block screened and copied, for 1 to
+1,000 queries (`torchclip/store/exact.py`). The old store (git show
 c2b5b6a:src/torchclip/index.py, passed as --old-module) is measured the same way where it can run.
 
 Timed parts should run under `flock /tmp/torchclip-bench.lock`; data generation and the index build under
@@ -249,6 +251,41 @@ def screen_or_copy() -> dict:
     return result
 
 
+def lookups(folder: Path) -> dict:
+    """Lookups by id and key through the store's API (its lookup indexes) on rows drawn at random: the
+    first call (which loads the index) and the median of 5 more; then one `add` that replaces 1,000
+    stored rows (its key lookup first) and one `remove_ids` of 1,000 rows spread over the table."""
+    from torchclip.store import EmbeddingStore
+
+    store = EmbeddingStore(folder)
+    positions = np.sort(np.random.default_rng(store.generation).choice(len(store), 1100, replace=False))
+    sample = store.take(positions, ["id", "key"])
+    keys, ids = sample.column("key").to_pylist(), sample.column("id").to_pylist()
+    calls = {
+        "id_of": lambda n: store.id_of(keys[n]),
+        "rows_20_ids": lambda n: store.rows(ids[20 * n : 20 * n + 20]),
+        "vectors_of_1_id": lambda n: store.vectors_of([ids[200 + n]]),
+        "remove_1_key": lambda n: store.remove([keys[1000 + n]]),
+    }
+    result = {}
+    for name, call in calls.items():
+        times = []
+        for n in range(6):
+            started = time.perf_counter()
+            call(n)
+            times.append(1000 * (time.perf_counter() - started))
+        result[name] = {"first_ms": times[0], "median_ms": float(np.median(times[1:]))}
+    started = time.perf_counter()
+    store.add(keys[:1000], mixture(1000, seed=store.generation))
+    result["add_replacing_1000_rows_ms"] = 1000 * (time.perf_counter() - started)
+    positions = np.sort(np.random.default_rng(store.generation).choice(len(store), 1000, replace=False))
+    scattered = store.take(positions, ["id"]).column("id").to_pylist()  # (what an embed run does for changed files)
+    started = time.perf_counter()
+    store.remove_ids(scattered)
+    result["remove_1000_scattered_ids_ms"] = 1000 * (time.perf_counter() - started)
+    return result
+
+
 def ann_rss(folder: Path) -> dict:
     """Peak RSS of a process that opens the store and answers 100 ANN queries (and nothing else)."""
     from torchclip.store import EmbeddingStore
@@ -341,7 +378,7 @@ def main() -> None:
         "--step",
         default="all",
         choices=[
-            *("all", "generate", "build", "ann-rss", "measure", "formats", "exact", "malloc", "screen"),
+            *("all", "generate", "build", "ann-rss", "measure", "lookups", "formats", "exact", "malloc", "screen"),
             *("old-generate", "old-measure", "report"),
         ],
     )
@@ -357,6 +394,7 @@ def main() -> None:
         "exact": lambda: exact_only(lance_folder),
         "malloc": lambda: malloc_settings(args),
         "screen": screen_or_copy,
+        "lookups": lambda: lookups(lance_folder),
         "old-generate": lambda: measure_old(old_folder, str(args.old_module), args.rows, True),
         "old-measure": lambda: measure_old(old_folder, str(args.old_module), args.rows, False),
     }
