@@ -79,7 +79,7 @@ def test_ivf_flat_sorts_the_rows_by_partition_and_keeps_every_row(tmp_path, smal
     vectors_before = store.vectors_of(sorted(before))
     info = store.build_index("ivf_flat", queries=300)
     assert info["partitions"] == 29 and info["rows_indexed"] == 2998 and info["recall@10"] >= 0.95
-    assert info["search"]["nprobes"] in (2, 3, 4, 6, 8, 12, 16, 24, 32)
+    assert info["search"]["nprobes"] in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     table = store.dataset.to_table(columns=["id", "key", "vector", "ivf_partition"])
     partitions = table.column("ivf_partition").to_numpy()
     assert (np.diff(partitions) >= 0).all() and partitions.min() >= 0  # sorted, every row assigned

@@ -60,7 +60,7 @@ SAMPLE_MAX_ROWS = 655_360  # k-means sample cap (1.3 GB of float32 at 512-d): 25
 KMEANS_ITERATIONS = 20
 BUCKET_ROWS = 250_000  # rows sorted in memory at a time while rewriting the table (~300 MB at 512-d float16)
 UNINDEXED_IN_MEMORY_BYTES = 64 << 20  # rows committed since the build, read once a generation up to this size
-PROBE_CHOICES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+PROBE_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 RECALL_TARGET = 0.95
 
 
