@@ -608,10 +608,9 @@ class EmbeddingStore:
         found = self._scanner(columns=["id"], filter=predicate, with_row_id=True).to_table().column("_rowid")
         if len(found) == 0:
             return 0
-        before = len(self)
         self._dataset.delete(_in_list("_rowid", found.to_pylist()))
         self.refresh()
-        return before - len(self)
+        return len(found)
 
     # ------------------------------------------------------------------ reading
 
