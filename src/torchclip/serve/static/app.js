@@ -295,6 +295,8 @@ function init() {
 }
 
 async function start() {
+  const query = queryFromUrl();
+  showControls(query);  // the shared query is in the box at once, before the service has answered
   try {
     const stats = await api("/api/stats");
     state.kind = stats.kind;
@@ -303,7 +305,7 @@ async function start() {
     setMessage(`The service did not answer: ${error.message}`, true);
     return;
   }
-  run(queryFromUrl(), false);
+  run(query, false);
 }
 
 document.addEventListener("DOMContentLoaded", init);
