@@ -8,8 +8,14 @@ in one run with:
 The store holds `--rows` vectors of the bundled model's dimension drawn from bench_store.py's mixture (4,096
 clusters, as photo embeddings have neighbours; their keys name no files:
 image queries upload a generated photo, key queries pick stored keys), searched exactly unless `--index`
-builds the store's ANN index first. Clients are threads with keep-alive connections in this process, so on
-a 2-core machine they share the CPUs with the server: the figures are the whole system's.
+builds the store's ANN index first.
+
+The clients run on the same 2 cores as the server, so the figures are the whole system's. Two load generators
+(`--load`): `wrk` (Debian's `wrk`, one event-driven thread in C with a Lua script cycling through the same
+request bodies), and `threads`, Python threads in this process with keep-alive `httpx` connections. The
+threads share this process's GIL: at 16 clients each request cost the client ~5.5 ms of CPU against ~2 ms at
+1 client (10M-row store, 2026-12-03), CPU the server then lacks, so they measure the client as much as the
+server. The default, `both`, runs each row with each (`threads` alone where `wrk` is not installed).
 
     flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py                 # 100,000 rows
     flock /tmp/torchclip-bench.lock .venv/bin/python benchmarks/bench_serve.py --rows 1000000 --index
@@ -23,7 +29,9 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -147,6 +155,47 @@ def run_clients(url: str, clients: int, per_client: int, body_of: Callable[[int]
     }
 
 
+WRK_SCRIPT = r"""
+-- POST /api/search with the bodies of the file named after `--`, one JSON per line, in turn
+local bodies = {}
+local n = 0
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+end
+function request()
+  n = n % #bodies + 1
+  return wrk.format("POST", "/api/search", {["Content-Type"] = "application/json"}, bodies[n])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def run_wrk(url: str, clients: int, seconds: float, bodies: list[dict]) -> dict[str, float]:
+    """`wrk` with `clients` keep-alive connections for `seconds`, each sending the next of `bodies` (cycled)
+    as soon as its last answer came; latency and QPS of them all (errors: socket errors and non-2xx)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, lines = Path(tmp) / "search.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(WRK_SCRIPT)
+        distinct = dict.fromkeys(json.dumps(body) for body in bodies)  # an image query's upload once, not 400 times
+        lines.write_text("".join(text + "\n" for text in distinct))
+        with ThreadPoolExecutor(clients) as pool:  # warm-up: one query per connection
+            list(pool.map(lambda b: httpx.post(url + "/api/search", json=b, timeout=120), bodies[:clients]))
+        command = ["wrk", "-t", "1", "-c", str(clients), "-d", f"{seconds}s", "--timeout", "60s", "-s", str(script)]
+        out = subprocess.run([*command, url, "--", str(lines)], check=True, capture_output=True, text=True).stdout
+    requests, duration_us, p50_us, p99_us, errors = map(int, out.split("RESULT", 1)[1].split())
+    return {
+        "qps": requests / (duration_us / 1e6),
+        "p50": p50_us / 1000,
+        "p99": p99_us / 1000,
+        "errors": errors,
+        "queries": requests,
+    }
+
+
 def cli_loop(store: Path, repeats: int) -> dict[str, float]:
     """`torchclip search STORE TEXT` as a process per query."""
     latencies = []
@@ -180,6 +229,13 @@ def main() -> None:
         "--store", type=Path, default=None, help="keep the store here and reuse it on the next run (else a temp folder)"
     )
     parser.add_argument("--build-only", action="store_true", help="make the store (and --index) and stop")
+    parser.add_argument(
+        "--load",
+        choices=["both", "wrk", "threads"],
+        default="both" if shutil.which("wrk") else "threads",
+        help="the load generator: wrk, Python threads, or each in turn (default: both where wrk is installed)",
+    )
+    parser.add_argument("--wrk-seconds", type=int, default=8, help="how long each wrk measurement runs")
     args = parser.parse_args()
     photo = query_photo()
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +254,7 @@ def main() -> None:
             "key": lambda n: {"key": keys[n % len(keys)], "k": 20},
         }
         rows = []
+        loads = ["wrk", "threads"] if args.load == "both" else [args.load]
         for label, options in (("batched", ()), ("batching off", ("--max-batch", "1"))):
             server = Server(store, *options)
             try:
@@ -205,39 +262,46 @@ def main() -> None:
                     for clients in (1, 16):
                         if label == "batching off" and clients == 1:
                             continue  # identical to batched at 1 client
-                        per_client = max(1, args.queries // clients // (4 if kind == "image" else 1))
-                        result = run_clients(server.url, clients, per_client, bodies[kind])
-                        rows.append((kind, clients, label, result))
-                        print(
-                            f"{kind:6} {clients:2} clients {label:13} {result['qps']:7.1f} QPS  p50 "
-                            f"{result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
-                            flush=True,
-                        )
+                        for load in loads:
+                            if load == "wrk":
+                                sent = [bodies[kind](n) for n in range(args.queries)]
+                                result = run_wrk(server.url, clients, args.wrk_seconds, sent)
+                            else:
+                                per_client = max(1, args.queries // clients // (4 if kind == "image" else 1))
+                                result = run_clients(server.url, clients, per_client, bodies[kind])
+                            rows.append((kind, clients, label, load, result))
+                            print(
+                                f"{kind:6} {clients:2} clients ({load:7}) {label:13} {result['qps']:7.1f} QPS  p50 "
+                                f"{result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                                flush=True,
+                            )
             finally:
                 server.stop()
         loop = cli_loop(store, args.cli_repeats)
-        rows.append(("text", 1, "`torchclip search` loop", loop))
+        rows.append(("text", 1, "`torchclip search` loop", "-", loop))
     print(
         f"\nbench_serve, {datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {args.rows:,} rows, "
         f"{'ANN index' if args.index else 'exact search'}\n"
     )
-    print("| query | clients | server | QPS | p50 ms | p99 ms | p99/p50 | errors |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for kind, clients, label, r in rows:
+    print("| query | clients | load | server | QPS | p50 ms | p99 ms | p99/p50 | errors |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|")
+    for kind, clients, label, load, r in rows:
         print(
-            f"| {kind} | {clients} | {label} | {r['qps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"| {kind} | {clients} | {load} | {label} | {r['qps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['p99'] / r['p50']:.1f} | {r['errors']} |"
         )
-    by = {(kind, clients, label): r for kind, clients, label, r in rows}
-    for kind in args.kinds.split(","):
-        one, many = by[(kind, 1, "batched")], by[(kind, 16, "batched")]
-        off = by[(kind, 16, "batching off")]
-        print(
-            f"\n{kind}: 16 clients / 1 client = {many['qps'] / one['qps']:.2f}x QPS; "
-            f"batched / batching off at 16 clients = {many['qps'] / off['qps']:.2f}x",
-            end="",
-        )
-    print(f"\nserver / `torchclip search` loop, 1 client, text: {by[('text', 1, 'batched')]['qps'] / loop['qps']:.0f}x")
+    by = {(kind, clients, label, load): r for kind, clients, label, load, r in rows}
+    for load in loads:
+        for kind in args.kinds.split(","):
+            one, many = by[(kind, 1, "batched", load)], by[(kind, 16, "batched", load)]
+            off = by[(kind, 16, "batching off", load)]
+            print(
+                f"\n{kind} ({load}): 16 clients / 1 client = {many['qps'] / one['qps']:.2f}x QPS; "
+                f"batched / batching off at 16 clients = {many['qps'] / off['qps']:.2f}x",
+                end="",
+            )
+    one = by[("text", 1, "batched", loads[0])]
+    print(f"\nserver / `torchclip search` loop, 1 client, text: {one['qps'] / loop['qps']:.0f}x")
 
 
 if __name__ == "__main__":
