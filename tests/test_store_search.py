@@ -58,6 +58,9 @@ def test_an_ann_index_finds_what_exact_search_finds_and_new_rows_at_once(tmp_pat
     approximate = store.search(queries, k=10)
     overlap = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10 for a, e in zip(approximate, exact)])
     assert overlap >= 0.9
+    batch = np.concatenate([queries[:4], queries[1:3]])  # a batch's rows are read together, shared ones once
+    assert store.search(batch, k=10) == [store.search(query, k=10)[0] for query in batch]
+    assert store.search(batch, k=10)[4] == approximate[1] and len(approximate[1]) == 10
     new = clustered(50, seed=2)
     store.add([f"/new/{i}.jpg" for i in range(50)], new)
     assert store.index_info()["rows_unindexed"] == 50  # not in the index ...

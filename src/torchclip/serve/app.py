@@ -694,10 +694,16 @@ def shown_score(score: float) -> float:
 
 
 def _result(hit: Any, kind: str) -> dict[str, Any]:
-    row = {**(hit.metadata or {}), "id": hit.id, "key": hit.key}
+    """One search result as the API shows it: `_item`'s fields and the score, built in one dict (20 of these
+    a query were an eighth of the event loop's time under 16 clients)."""
+    out = {name: _plain(value) for name, value in (hit.metadata or {}).items()}
+    out["id"], out["key"] = hit.id, hit.key
     if hit.text:
-        row["caption"] = hit.text
-    return {**_item(row, kind), "score": shown_score(hit.score)}
+        out["caption"] = hit.text
+    if kind == "image":
+        out["thumbnail"], out["image"] = f"/api/thumbnail/{hit.id}", f"/api/image/{hit.id}"
+    out["score"] = shown_score(hit.score)
+    return out
 
 
 def app_from_environment() -> Guard:

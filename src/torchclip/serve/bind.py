@@ -5,11 +5,13 @@ Kept apart from the application so that `torchclip serve` refuses a bad address 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 __all__ = ["check_bind", "is_loopback"]
 
 
+@functools.lru_cache(maxsize=64)  # asked for every request's Host header
 def is_loopback(host: str) -> bool:
     """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":

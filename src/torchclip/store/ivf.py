@@ -17,7 +17,9 @@ once (the index adds only the centroids and a small bitmap index): disk stays ~ 
              named in the table's schema metadata, so a table version and its centroids always match
     search   the `nprobes` nearest centroids; their runs read by position (store/positions.py: live
              rows, so deletes need no rebuild) and scored exactly, best partition first so later runs
-             are screened against the k-th best so far, the k best rows' columns read last; rows
+             are screened against the k-th best so far; the best rows' columns are read last, a batch
+             of queries' rows in one read (8 queries' 21 rows at 10M: 5.5-7.9 ms, against 12-13 ms in 8
+             reads, each with Lance's fixed cost); rows
              committed after the build (partition -1, in fragments after the sorted ones) are scored
              exactly too, so they are found at once
     filters  `where` is evaluated by Lance over the probed partitions (a bitmap index on the partition
@@ -47,7 +49,15 @@ from torchclip.store.positions import Positions
 if TYPE_CHECKING:
     from torchclip.store.table import EmbeddingStore
 
-__all__ = ["PARTITION_COLUMN", "UNASSIGNED", "Partitions", "StoreIndexError", "build_ivf", "search_ivf"]
+__all__ = [
+    "PARTITION_COLUMN",
+    "UNASSIGNED",
+    "Partitions",
+    "StoreIndexError",
+    "build_ivf",
+    "nearest_positions",
+    "search_filtered",
+]
 
 PARTITION_COLUMN = "ivf_partition"
 UNASSIGNED = -1  # rows committed after the build (Lance's v1 files store no nulls for integers)
@@ -228,22 +238,11 @@ class Partitions:
         return nearest[np.argsort(-scores[nearest], kind="stable")]
 
 
-def search_ivf(
-    store: EmbeddingStore,
-    partitions: Partitions,
-    query: np.ndarray,
-    k: int,
-    nprobes: int,
-    where: str | None,
-    columns: list[str],
-) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The best k rows for one normalised float32 query (their `columns`, best first) and their scores.
-    Without a filter, the candidates are tracked by position and only the k best rows' columns are read."""
-    probed = partitions.probe(query, nprobes)
-    if where is not None:
-        return _search_filtered(store, probed, query, k, where)
-    best = TopK(1, k)
-    runs = [(int(partitions.starts[p]), int(partitions.starts[p + 1])) for p in probed]
+def nearest_positions(partitions: Partitions, query: np.ndarray, k: int, nprobes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the best k rows for one normalised float32 query, best first, and their scores. Only
+    vectors are read: the caller reads the rows' other columns, for a whole batch of queries at once."""
+    best, dim = TopK(1, k), partitions.centroids.shape[1]
+    runs = [(int(partitions.starts[p]), int(partitions.starts[p + 1])) for p in partitions.probe(query, nprobes)]
     indexed, rows = partitions.indexed, partitions.positions.rows
     if partitions.unindexed is None:  # committed since the build, too many to hold: read them too
         runs += [(start, min(start + BLOCK_ROWS, rows)) for start in range(indexed, rows, BLOCK_ROWS)]
@@ -252,15 +251,18 @@ def search_ivf(
     for start, stop in runs:
         first = start
         for table in partitions.positions.ranges(start, stop, ["vector"]):
-            _score(table, np.arange(first, first + table.num_rows), query, store.dim, best)
+            _score(table, np.arange(first, first + table.num_rows), query, dim, best)
             first += table.num_rows
     positions, scores = best.result()
-    return partitions.positions.take(positions[0], columns).to_pylist(), scores[0]
+    return positions[0], scores[0]
 
 
-def _search_filtered(
-    store: EmbeddingStore, probed: np.ndarray, query: np.ndarray, k: int, where: str
+def search_filtered(
+    store: EmbeddingStore, partitions: Partitions, query: np.ndarray, k: int, nprobes: int, where: str
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The best k rows matching `where` for one normalised float32 query (their ROW_COLUMNS, best first) and
+    their scores: Lance evaluates the filter over the probed partitions."""
+    probed = partitions.probe(query, nprobes)
     in_partitions = f"{PARTITION_COLUMN} IN ({', '.join(map(str, probed.tolist()))}, {UNASSIGNED})"
     best = TopK(1, k)
     batches = store.iter_batches(BLOCK_ROWS, ["id", "vector"], where=f"({in_partitions}) AND ({where})")

@@ -48,7 +48,14 @@ import lance  # noqa: E402
 from torchclip.io import write_bytes_atomic  # noqa: E402
 from torchclip.store.ann import build_vector_index, measure_recall  # noqa: E402
 from torchclip.store.exact import BLOCK_ROWS, TopK, block_candidates, stored_vectors  # noqa: E402
-from torchclip.store.ivf import CENTROIDS_FOLDER, PARTITION_COLUMN, UNASSIGNED, Partitions, search_ivf  # noqa: E402
+from torchclip.store.ivf import (  # noqa: E402
+    CENTROIDS_FOLDER,
+    PARTITION_COLUMN,
+    UNASSIGNED,
+    Partitions,
+    nearest_positions,
+    search_filtered,
+)
 from torchclip.store.malloc import keep_freed_blocks  # noqa: E402
 from torchclip.store.positions import Positions  # noqa: E402
 
@@ -714,9 +721,12 @@ class EmbeddingStore:
             return self._hits(*self.exact_top_k(queries, k, where))
         if info["type"] == "ivf_flat":
             partitions, nprobes = self._partitions, info["search"]["nprobes"]
+            if where is None:  # every query's positions, then all their rows in one read
+                found = list(_ann_workers().map(lambda q: nearest_positions(partitions, q, k, nprobes), queries))
+                return self._hits_at(partitions, found)
 
             def one(query: np.ndarray) -> list[Hit]:
-                rows, scores = search_ivf(self, partitions, query, k, nprobes, where, ROW_COLUMNS)
+                rows, scores = search_filtered(self, partitions, query, k, nprobes, where)
                 return [_hit(row, float(score)) for row, score in zip(rows, scores)]
 
         else:
@@ -748,6 +758,19 @@ class EmbeddingStore:
             [_hit(rows[i], s) for i, s in zip(row_ids.tolist(), row_scores.tolist())]
             for row_ids, row_scores in zip(ids, scores)
         ]
+
+    @staticmethod
+    def _hits_at(partitions: Partitions, found: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+        """Hits from each query's (positions, scores) in one version of the table, read in one take."""
+        every = np.concatenate([np.zeros(0, np.int64), *(positions for positions, _ in found)])
+        unique, where_in = np.unique(every, return_inverse=True)  # a row two queries found is read once
+        rows = partitions.positions.take(unique, ROW_COLUMNS).to_pylist()
+        hits, start = [], 0
+        for positions, scores in found:
+            picked = where_in[start : start + len(positions)].tolist()
+            hits.append([_hit(rows[n], score) for n, score in zip(picked, scores.tolist())])
+            start += len(positions)
+        return hits
 
     def _ann_search(self, query: np.ndarray, k: int, where: str | None, params: dict[str, Any]) -> list[Hit]:
         nearest = {"column": "vector", "q": query, "k": k, "metric": "dot", **params}
