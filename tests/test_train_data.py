@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -235,6 +236,34 @@ def test_varied_training_pictures_vary_every_drawing_setting_but_the_unseen_ones
         assert all(math.dist(style.base, colour) >= synthetic.MIN_CONTRAST for colour in colours), (style, colours)
     sizes = {world.example(index)[0].size for index in range(40)}
     assert len(sizes) > 10 and all(width == height for width, height in sizes)
+
+
+def test_no_training_outline_is_as_light_as_the_unseen_one():
+    rng = random.Random(0)
+    fills = [tuple(rng.randint(0, 255) for _ in range(3)) for _ in range(300)]
+
+    def lightest(outline: str) -> list[int]:  # each outline colour's darkest channel
+        style = synthetic.random_style(rng, 64, [(128, 128, 128)])
+        style = dataclasses.replace(style, outline=outline)
+        return [min(synthetic._outline_colour(style, rng, fill)) for fill in fills]
+
+    trained = [value for outline in synthetic.OUTLINES if outline != "none" for value in lightest(outline)]
+    assert max(trained) < min(lightest(synthetic.UNSEEN_OUTLINE))
+
+
+@pytest.mark.parametrize(("style", "share"), [("classic", 0.15), ("varied", 0.3)])
+def test_training_scenes_show_shapes_in_unnamed_colours_at_their_share(monkeypatch, style, share):
+    drawn = []
+
+    def counting(rng, shape, margin=120.0):
+        drawn.append(shape)
+        return unnamed_colour(rng, shape, margin)
+
+    monkeypatch.setattr(synthetic, "unnamed_colour", counting)
+    world = SyntheticCaptions(seed=0, split="train", style=style)
+    for index in range(1000):
+        world.example(index)
+    assert abs(len(drawn) / 1000 - share) < 0.04, len(drawn)  # 1000 draws: one standard error is 0.011-0.015
 
 
 def test_unseen_style_split_draws_only_what_training_never_does(monkeypatch):

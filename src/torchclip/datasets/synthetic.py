@@ -209,8 +209,8 @@ def render(things: list[Thing], rng: random.Random, size: int = 64) -> Image.Ima
 # --- Varied drawing styles -----------------------------------------------------------------------------------
 
 STYLES = ("classic", "varied", "unseen")
-BACKGROUNDS = ("flat", "gradient", "noise", "stripes", "blotches")
-OUTLINES = ("none", "dark", "shade")
+BACKGROUNDS = ("flat", "gradient", "noise", "stripes", "blotches", "waves", "clouds")
+OUTLINES = ("none", "dark", "shade", "grey", "colour")
 # Drawn only in the "unseen" evaluation style, never in training.
 UNSEEN_BACKGROUND = "checks"
 UNSEEN_OUTLINE = "light"
@@ -218,6 +218,11 @@ UNSEEN_OUTLINE = "light"
 VARIED_SIZES = {"small": (0.12, 0.17), "medium": (0.17, 0.25), "large": (0.25, 0.42)}
 MIN_CONTRAST = 100.0  # RGB distance from a background's base colour to every object colour on it
 CLASSIC_SHARE = 0.3  # of the "varied" training pictures, this share is drawn in the classic style
+# How training scenes are mixed, as cumulative shares: one shape in an unnamed colour with a shape-only caption,
+# then one named object, then several identical ones; two different objects take the rest. The varied world
+# shows twice as many unnamed-colour shapes: where a shape is uncertain, the model otherwise guesses the shape
+# it has seen most in that colour, which is always wrong for a held-out pair.
+SCENE_THRESHOLDS = {"classic": (0.15, 0.55, 0.75), "varied": (0.3, 0.63, 0.795)}
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,12 @@ def _styled_background(rng: random.Random, style: Style) -> Image.Image:
         for _ in range(rng.randint(3, 8)):
             cx, cy, radius = rng.random(), rng.random(), rng.uniform(0.08, 0.3)
             weight[(xs - cx) ** 2 + (ys - cy) ** 2 < radius**2] = 1.0
+    elif kind == "waves":  # smooth bands along a random direction
+        weight = 0.5 + 0.5 * np.sin(along * (2 * math.pi / rng.uniform(0.05, 0.25)) + rng.uniform(0, 2 * math.pi))
+    elif kind == "clouds":  # low-frequency noise: a coarse random grid smoothly enlarged
+        cells = rng.randint(3, 8)
+        coarse = np.random.default_rng(rng.getrandbits(64)).uniform(0, 1, (cells, cells)).astype(np.float32)
+        weight = np.asarray(Image.fromarray(coarse, mode="F").resize((side, side), Image.Resampling.BICUBIC))
     elif kind == UNSEEN_BACKGROUND:
         step = rng.uniform(0.06, 0.2)
         weight = ((np.floor(xs / step) + np.floor(ys / step)) % 2).astype(np.float32)
@@ -297,6 +308,13 @@ def _outline_colour(style: Style, rng: random.Random, fill: tuple[int, int, int]
         return (rng.randint(0, 60),) * 3
     if style.outline == "shade":  # a darker version of the object's own colour
         return tuple(round(c * 0.45) for c in fill)
+    if style.outline == "grey":  # a mid grey: lighter than "dark", never as light as the unseen outline
+        return (rng.randint(60, 170),) * 3
+    if style.outline == "colour":  # any colour but a light grey (the unseen outline)
+        while True:
+            rgb = (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
+            if min(rgb) <= 170:
+                return rgb
     if style.outline == UNSEEN_OUTLINE:
         return (rng.randint(215, 255),) * 3
     raise ValueError(f"no outline colour for outline {style.outline!r}")
@@ -414,8 +432,8 @@ class SyntheticCaptions:
     `split="train"` never shows a `HELD_OUT` colour x shape pair (and adds `EXTRA_COLOURS` with every
     shape); `split="heldout"` shows one object of a held-out pair per image and `split="seen"` one object
     of a trained pair (both for zero-shot evaluation; their captions are the class names). Scenes in
-    training: one object (55%; in a random colour with a shape-only caption for 15% of all samples), several
-    identical objects (20%), or two different objects (25%), with size and position words in many captions,
+    training: one object, in a random colour with a shape-only caption or in a named one, several identical
+    objects, or two different objects (`SCENE_THRESHOLDS`), with size and position words in many captions,
     and some captions naming colour or shape alone.
 
     `style` says how pictures are drawn (`STYLES`): "classic" pictures are `image_size` pixels in the classic
@@ -453,17 +471,18 @@ class SyntheticCaptions:
             thing = self._thing(rng, colour, shape, rng.choice(list(POSITIONS)))
             return self._draw([thing], rng), composition_name(colour, shape)
         kind = rng.random()
-        if kind < 0.15:  # a shape in a random, unnamed colour: shape must be recognised in any colour
+        unnamed, single, identical = SCENE_THRESHOLDS["classic" if self.style == "classic" else "varied"]
+        if kind < unnamed:  # a shape in a random, unnamed colour: shape must be recognised in any colour
             position = rng.choice(list(POSITIONS))
             shape = rng.choice(SHAPES)
             thing = self._thing(rng, "", shape, position)
             thing = dataclasses.replace(thing, rgb=unnamed_colour(rng, shape))
             return self._draw([thing], rng), _shape_caption(rng, thing, position)
-        if kind < 0.55:
+        if kind < single:
             position = rng.choice(list(POSITIONS))
             thing = self._thing(rng, *rng.choice(self.pairs), position)
             return self._draw([thing], rng), _single_caption(rng, thing, position)
-        if kind < 0.75:
+        if kind < identical:
             colour, shape = rng.choice(self.pairs)
             count = rng.choice(list(NUMBERS))
             places = rng.sample(list(POSITIONS), count)
