@@ -202,7 +202,10 @@ def test_similarity_table_and_heat_map(model, tmp_path):
 def test_ann_index_answers_like_exact_search(embedded):
     photos, store, _ = embedded
     built = torchclip("index", str(store), "--type", "hnsw", "-k", "5").stdout
-    assert "hnsw index over 12 vectors; recall@5 against exact search 1.0000" in built
+    # the graph holds 8-bit (SQ) vectors: a near tie among 12 photos may swap (one neighbour of 60 with the
+    # bundled model of 2026-12-06), so the build reports its measured recall rather than promising 1.0
+    recall = re.search(r"hnsw index over 12 vectors; recall@5 against exact search (\d\.\d{4})", built)
+    assert recall and float(recall.group(1)) >= 0.95, built
     assert EmbeddingStore(store).index_info()["type"] == "hnsw"
     approximate = json.loads(torchclip("search", str(store), *search_args(photos)).stdout)
     exact = EmbeddingStore(store).search(torch.from_numpy(np.array(query_vectors(store, photos))), k=3, exact=True)

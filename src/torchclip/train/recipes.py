@@ -63,7 +63,7 @@ SYNTHETIC_SMALL_VARIED: dict[str, Any] = {
     "save_every": 500,
     # the trained image tower mixed 9:1 with the starting one: held-out pairs in the classic style 89.5% -> 91.5%
     # for at most 2.5 points less on varied and unseen styles (alpha chosen on evaluation seed 4321, not on the
-    # model card's 1234; docs/training.md)
+    # model card's 1234, for the model of 2026-12-02, and kept for the widened world's rerun; docs/training.md)
     "wise_ft": 0.9,
 }
 
