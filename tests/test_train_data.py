@@ -242,13 +242,13 @@ def test_no_training_outline_is_as_light_as_the_unseen_one():
     rng = random.Random(0)
     fills = [tuple(rng.randint(0, 255) for _ in range(3)) for _ in range(300)]
 
-    def lightest(outline: str) -> list[int]:  # each outline colour's darkest channel
+    def darkest_channels(outline: str) -> list[int]:
         style = synthetic.random_style(rng, 64, [(128, 128, 128)])
         style = dataclasses.replace(style, outline=outline)
         return [min(synthetic._outline_colour(style, rng, fill)) for fill in fills]
 
-    trained = [value for outline in synthetic.OUTLINES if outline != "none" for value in lightest(outline)]
-    assert max(trained) < min(lightest(synthetic.UNSEEN_OUTLINE))
+    trained = [value for outline in synthetic.OUTLINES if outline != "none" for value in darkest_channels(outline)]
+    assert max(trained) < min(darkest_channels(synthetic.UNSEEN_OUTLINE))
 
 
 @pytest.mark.parametrize(("style", "share"), [("classic", 0.15), ("varied", 0.3)])

@@ -471,7 +471,7 @@ class SyntheticCaptions:
             thing = self._thing(rng, colour, shape, rng.choice(list(POSITIONS)))
             return self._draw([thing], rng), composition_name(colour, shape)
         kind = rng.random()
-        unnamed, single, identical = SCENE_THRESHOLDS["classic" if self.style == "classic" else "varied"]
+        unnamed, single, identical = SCENE_THRESHOLDS[self.style]  # a training style: classic or varied
         if kind < unnamed:  # a shape in a random, unnamed colour: shape must be recognised in any colour
             position = rng.choice(list(POSITIONS))
             shape = rng.choice(SHAPES)
