@@ -1,5 +1,6 @@
-"""The crop-aware resize (`_resize_and_crop`) is bit-identical to Pillow's `resize(...).crop(...)`: checked on
-many random sizes, both pass orders, every two-pass mode, the resampling filters, and split into strips."""
+"""The crop-aware resize (`_resize_and_crop`, torchclip.resample's vectorised Pillow arithmetic) is
+bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes, both pass orders, every
+8-bit mode, the resampling filters, and split into strips."""
 
 from __future__ import annotations
 
@@ -7,13 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchclip.image_processor import (
-    _crop_box,
-    _horizontal_first,
-    _pass_order_known,
-    _resize_and_crop,
-    _resized_size,
-)
+from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size, _vectorised_matches_pillow
+from torchclip.resample import horizontal_first
 
 MODES = ("RGB", "L", "RGBA", "LA", "CMYK")
 
@@ -30,9 +26,9 @@ def reference(image: Image.Image, new_size, box, resample) -> bytes:
     return image.resize(new_size, resample).crop(box).tobytes()
 
 
-def test_this_pillow_orders_its_passes_as_modelled():
-    # if this fails, _resize_and_crop falls back to the plain resize (still correct, just slower)
-    assert _pass_order_known()
+def test_the_vectorised_resize_is_used_with_this_pillow():
+    # if this fails, _resize_and_crop falls back to Pillow's resize (still correct, just slower)
+    assert _vectorised_matches_pillow()
 
 
 def test_clip_shapes_on_many_photo_sizes():
@@ -49,7 +45,7 @@ def test_clip_shapes_on_many_photo_sizes():
         out = _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips)
         assert out.mode == image.mode and out.size == (target, target)
         assert out.tobytes() == reference(image, new_size, box, Image.Resampling.BICUBIC), (size, image.mode)
-        orders.add(_horizontal_first(size, new_size))
+        orders.add(horizontal_first(size, new_size))
     assert orders == {True, False}  # both pass orders were exercised
 
 
@@ -85,5 +81,15 @@ def test_crop_larger_than_the_image_pads_with_zeros_like_pillow():
     image = random_image(np.random.default_rng(1), (57, 41), "RGBA")
     new_size, box = (60, 43), (-5, -3, 65, 47)
     assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC).tobytes() == reference(
+        image, new_size, box, Image.Resampling.BICUBIC
+    )
+
+
+def test_a_photo_pillow_stores_in_several_blocks():
+    """Large images live in several memory blocks (no zero-copy view): the copied pixels give the same result."""
+    image = random_image(np.random.default_rng(2), (3000, 2000), "RGB")
+    new_size = _resized_size(*image.size, {"shortest_edge": 224})
+    box = _crop_box(*new_size, {"height": 224, "width": 224}, "openai")
+    assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips=2).tobytes() == reference(
         image, new_size, box, Image.Resampling.BICUBIC
     )

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -540,47 +541,36 @@ def _crop_box(width: int, height: int, crop: dict[str, int], pipeline: str) -> t
 
 # ---------------------------------------------------------------------- resizing only what the crop keeps
 
-# Half-widths of Pillow's resampling filters (Resample.c), to know which input lines an output line reads.
-_FILTER_SUPPORT = {
-    Image.Resampling.BOX: 0.5,
-    Image.Resampling.BILINEAR: 1.0,
-    Image.Resampling.HAMMING: 1.0,
-    Image.Resampling.BICUBIC: 2.0,
-    Image.Resampling.LANCZOS: 3.0,
-}
-# 8-bit modes whose resize is Pillow's plain 8-bit two-pass filter; RGBA and LA are resized premultiplied
-# (RGBa, La), exactly as Image.resize does it.
-_TWO_PASS_MODES = {"L", "RGB", "CMYK", "RGBX", "RGBA", "LA"}
+# Modes torchclip.resample resizes (its bands per pixel); RGBA and LA are resized premultiplied (RGBa, La),
+# exactly as Image.resize does it. Other modes (palette, 1-bit, 16/32-bit) go through Pillow.
+_RESAMPLE_BANDS = {"L": 1, "RGB": 3, "RGBX": 4, "CMYK": 4, "RGBa": 4, "La": 2}
 _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 
 
-def _horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
-    """Pillow 11+'s choice of pass order (ImagingResampleInner): vertical first when the height shrinks
-    by more than twice as many lines as the width."""
-    (width, height), (new_width, new_height) = size, new_size
-    return not (height - new_height > 0 and height - new_height > (width - new_width) * 2)
+def _pixels(image: Image.Image) -> np.ndarray:
+    """An 8-bit image as uint8 [H, W, bands or 4]: Pillow's own memory through its Arrow export (no copy;
+    Pillow keeps 3- and 4-band pixels as 4 bytes, bands first), else a NumPy copy (an image Pillow stores
+    in several blocks, or La, whose alpha sits in the 4th byte)."""
+    height, width = image.size[1], image.size[0]
+    if image.mode != "La":
+        try:
+            flat = pa.array(image)
+            flat = flat.flatten() if pa.types.is_fixed_size_list(flat.type) else flat
+            return flat.to_numpy(zero_copy_only=True).reshape(height, width, -1)
+        except (ValueError, pa.ArrowException):
+            pass
+    return np.asarray(image).reshape(height, width, -1)
 
 
-def _source_lines(length: int, new_length: int, first: int, last: int, resample: int) -> tuple[int, int]:
-    """The input lines [lo, hi) that output lines [first, last) of a resize from `length` to `new_length`
-    read (precompute_coeffs' bounds, one line wider on each side for safety: extra lines are real data)."""
-    if length == new_length:
-        return first, last
-    scale = length / new_length
-    support = _FILTER_SUPPORT[resample] * max(scale, 1.0)
-    lo = int((first + 0.5) * scale - support + 0.5) - 1
-    hi = int((last - 0.5) * scale + support + 0.5) + 1
-    return max(lo, 0), min(hi, length)
+def _vectorised(
+    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int, strips: int
+) -> Image.Image:
+    """torchclip.resample's resize + crop of `image` (a mode in _RESAMPLE_BANDS), as a PIL image."""
+    from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import: only image work pays it
 
-
-def _in_strips(make: Any, lo: int, hi: int, strips: int) -> list[tuple[int, Image.Image]]:
-    """`make(a, b)` over [lo, hi) cut into `strips` pieces (threads: Pillow releases the GIL)."""
-    bounds = [lo + (hi - lo) * i // strips for i in range(strips + 1)]
-    pieces = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    if len(pieces) == 1:
-        return [(lo, make(lo, hi))]
-    with ThreadPoolExecutor(len(pieces)) as pool:
-        return list(zip([a for a, _ in pieces], pool.map(lambda ab: make(*ab), pieces), strict=True))
+    bands = _RESAMPLE_BANDS[image.mode]
+    out = vectorised.resize_and_crop(_pixels(image), bands, new_size, box, resample, strips)
+    return Image.frombytes(image.mode, (out.shape[1], out.shape[0]), out.tobytes())
 
 
 def _resize_and_crop(
@@ -588,71 +578,46 @@ def _resize_and_crop(
 ) -> Image.Image:
     """`image.resize(new_size, resample).crop(box)`, bit for bit, computing only what the crop keeps.
 
-    Pillow's resize is two independent passes, each a function of the input and output lengths along
-    its axis only. A resize that changes one axis runs just that pass with the same coefficients, so the
-    first pass can run on strips of the input (the lines the crop's output lines read) and the second on
-    the crop's columns (or rows) of the first pass's output, embedded in an image of the full length
-    (zeros elsewhere, which only the discarded lines read).
+    8-bit images go through torchclip.resample (Pillow's arithmetic, vectorised, only over the lines the
+    crop keeps, the first pass split into `strips` threads); the rest, and a crop that pads, through Pillow.
     """
-    width, height = image.size
-    new_width, new_height = new_size
-    left, top, right, bottom = box
-    inside = 0 <= left < right <= new_width and 0 <= top < bottom <= new_height
-    horizontal_first = _horizontal_first(image.size, new_size)
-    usable = inside and new_size != image.size and image.mode in _TWO_PASS_MODES and resample in _FILTER_SUPPORT
-    if usable:  # the first pass's input lines that the crop reads
-        if horizontal_first:
-            lo, hi = _source_lines(height, new_height, top, bottom, resample)
-        else:
-            lo, hi = _source_lines(width, new_width, left, right, resample)
-        # Worth it when the first pass (most of the work) skips a quarter of its lines, or runs in strips;
-        # the second pass alone saves too little to pay for the extra copies (measured on landscape photos).
-        skips = 4 * (hi - lo) <= 3 * (height if horizontal_first else width)
-        usable = (strips > 1 or skips) and _pass_order_known()
-    if not usable:
-        resized = image.resize(new_size, resample) if new_size != image.size else image
-        return resized.crop(box) if box != (0, 0, *resized.size) else resized
+    inside = 0 <= box[0] < box[2] <= new_size[0] and 0 <= box[1] < box[3] <= new_size[1]
     mode = image.mode
-    if mode in _PREMULTIPLIED:
-        image = image.convert(_PREMULTIPLIED[mode])
-    if horizontal_first:
+    source_mode = _PREMULTIPLIED.get(mode, mode)
+    if (
+        inside
+        and new_size != image.size
+        and source_mode in _RESAMPLE_BANDS
+        and resample in _VECTORISED_FILTERS
+        and _vectorised_matches_pillow()
+    ):
+        out = _vectorised(image.convert(source_mode) if source_mode != mode else image, new_size, box, resample, strips)
+        return out.convert(mode) if source_mode != mode else out
+    resized = image.resize(new_size, resample) if new_size != image.size else image
+    return resized.crop(box) if box != (0, 0, *resized.size) else resized
 
-        def rows(a: int, b: int) -> Image.Image:
-            strip = image if (a, b) == (0, height) else image.crop((0, a, width, b))
-            return strip.resize((new_width, b - a), resample).crop((left, 0, right, b - a))
 
-        middle = Image.new(image.mode, (right - left, height))
-        for offset, piece in _in_strips(rows, lo, hi, strips):
-            middle.paste(piece, (0, offset))
-        out = middle.resize((right - left, new_height), resample).crop((0, top, right - left, bottom))
-    else:
-
-        def columns(a: int, b: int) -> Image.Image:
-            strip = image if (a, b) == (0, width) else image.crop((a, 0, b, height))
-            return strip.resize((b - a, new_height), resample).crop((0, top, b - a, bottom))
-
-        middle = Image.new(image.mode, (width, bottom - top))
-        for offset, piece in _in_strips(columns, lo, hi, strips):
-            middle.paste(piece, (offset, 0))
-        out = middle.resize((new_width, bottom - top), resample).crop((left, 0, right, bottom - top))
-    return out.convert(mode) if mode in _PREMULTIPLIED else out
+_VECTORISED_FILTERS = {
+    Image.Resampling.BOX,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.HAMMING,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+}
 
 
 @functools.cache
-def _pass_order_known() -> bool:
-    """Whether this Pillow orders its passes as `_horizontal_first` says: checked once on two small
-    images where the order changes the result (Pillow before 11 always ran horizontal first)."""
+def _vectorised_matches_pillow() -> bool:
+    """Whether torchclip.resample gives this Pillow's pixels: checked once, on small images in both pass
+    orders and with every filter (a Pillow whose arithmetic or pass order differs gets its own resize)."""
     rng = np.random.default_rng(0)
-    for size, new_size in (((64, 256), (60, 40)), ((256, 64), (40, 60))):
+    for size, new_size in (((64, 256), (60, 40)), ((256, 64), (40, 60)), ((97, 41), (150, 13))):
         image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-        expected = image.resize(new_size, Image.Resampling.BICUBIC)
-        box = (0, 0, *new_size)
-        if _horizontal_first(size, new_size):
-            middle = image.resize((new_size[0], size[1]), Image.Resampling.BICUBIC)
-        else:
-            middle = image.resize((size[0], new_size[1]), Image.Resampling.BICUBIC)
-        if middle.resize(new_size, Image.Resampling.BICUBIC).crop(box).tobytes() != expected.tobytes():
-            return False
+        for resample in _VECTORISED_FILTERS:
+            box = (1, 2, new_size[0] - 1, new_size[1])
+            expected = image.resize(new_size, resample).crop(box)
+            if _vectorised(image, new_size, box, resample, strips=1).tobytes() != expected.tobytes():
+                return False
     return True
 
 
@@ -684,4 +649,3 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
         raise _ImageFailure("is not an image Pillow can read (unknown or corrupt format)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise _ImageFailure(f"could not be decoded: {type(exc).__name__}: {exc}") from exc
-

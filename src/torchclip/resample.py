@@ -1,0 +1,243 @@
+"""Pillow's 8-bit resize, bit for bit, computing only what a crop keeps, vectorised.
+
+Pillow's ``Image.resize`` (``libImaging/Resample.c``) is two separable passes, each a convolution with
+22-bit fixed-point taps that depend only on the input and output lengths along its axis, rounded and
+clipped to 8 bits in between. This module computes the same taps with the same float64 operations
+(``coefficients``, compiled by numba so that ``sin``/``cos`` are the C library's, as Pillow's) and applies
+them with the same int32 arithmetic: integer sums do not depend on their order, so any order gives
+Pillow's exact result, and the order here is the one a CPU's vector units like:
+
+* the vertical pass reads whole rows, so its inner loop runs along contiguous bytes;
+* the horizontal pass copies a block of 16 rows into a column-major buffer first (48 bytes a column for
+  RGB), so its inner loop also runs along contiguous bytes, 48 int32 sums at a time.
+
+Only the output lines inside the crop box are computed, and only the input lines they read. On a
+1500x1000 photo resized to 336x224 and centre-cropped to 224x224 that is ~0.8 ms for the 16-row copies and
+~1.5 ms of sums against ~9 ms for Pillow's scalar loop (one thread; `benchmarks/bench_image_processor.py`
+section 4 reproduces it). The tests check every filter, size and crop they try against Pillow itself.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+__all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "resize_and_crop"]
+
+PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 (8 bits of result, 2 of headroom for negative lobes)
+_HALF = 1 << (PRECISION_BITS - 1)
+_LANES = 48  # int32 sums per horizontal step: 16 RGB rows, 12 of 4 bands, 48 of 1 (six AVX2 registers)
+
+# Pillow's filter numbers (Image.Resampling) -> half-width of the filter's support.
+BOX, BILINEAR, HAMMING, BICUBIC, LANCZOS = 4, 2, 5, 3, 1
+FILTER_SUPPORT = {BOX: 0.5, BILINEAR: 1.0, HAMMING: 1.0, BICUBIC: 2.0, LANCZOS: 3.0}
+_HAMMING_A, _HAMMING_B = float(np.float32(0.54)), float(np.float32(0.46))  # C float literals 0.54f, 0.46f
+
+
+@numba.njit(cache=True, nogil=True)
+def _sinc(x: float) -> float:
+    if x == 0.0:
+        return 1.0
+    x = x * math.pi
+    return math.sin(x) / x
+
+
+@numba.njit(cache=True, nogil=True)
+def _filter(kind: int, x: float) -> float:
+    """Resample.c's five filters, operation for operation."""
+    if kind == BOX:
+        return 1.0 if -0.5 < x <= 0.5 else 0.0
+    if kind == LANCZOS:
+        return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+    x = abs(x)
+    if kind == BILINEAR:
+        return 1.0 - x if x < 1.0 else 0.0
+    if kind == HAMMING:
+        if x == 0.0:
+            return 1.0
+        if x >= 1.0:
+            return 0.0
+        x = x * math.pi
+        return math.sin(x) / x * (_HAMMING_A + _HAMMING_B * math.cos(x))
+    if x < 1.0:  # bicubic, a = -0.5
+        return (1.5 * x - 2.5) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * -0.5
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def coefficients(in_size: int, out_size: int, kind: int, support: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """precompute_coeffs + normalize_coeffs_8bpc: for each output line, its first input line, how many it
+    reads, and the 22-bit taps (int32 [out_size, max taps], zeros past each line's count)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = support * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    inv_filterscale = 1.0 / filterscale
+    first = np.empty(out_size, np.int64)
+    count = np.empty(out_size, np.int64)
+    taps = np.zeros((out_size, ksize), np.int32)
+    weights = np.empty(ksize)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        total = 0.0
+        for x in range(xmax):
+            weights[x] = _filter(kind, (x + xmin - center + 0.5) * inv_filterscale)
+            total += weights[x]
+        for x in range(xmax):
+            w = weights[x] / total if total != 0.0 else weights[x]
+            taps[xx, x] = int(-0.5 + w * (1 << PRECISION_BITS)) if w < 0 else int(0.5 + w * (1 << PRECISION_BITS))
+        first[xx] = xmin
+        count[xx] = xmax
+    return first, count, taps
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip8(total: int) -> np.uint8:
+    value = total >> PRECISION_BITS
+    return np.uint8(0 if value < 0 else (255 if value > 255 else value))
+
+
+@numba.njit(cache=True, nogil=True)
+def _vertical(rows: np.ndarray, first: np.ndarray, count: np.ndarray, taps: np.ndarray, lo: int, out: np.ndarray):
+    """out[y, i] = Pillow's vertical sum for output row y at flat position lo + i of `rows` [H, W * bands]."""
+    width = out.shape[1]
+    sums = np.empty(width, np.int32)
+    for y in range(out.shape[0]):
+        sums[:] = _HALF
+        for k in range(count[y]):
+            tap = taps[y, k]
+            row = rows[first[y] + k, lo : lo + width]  # a 1-D view indexed by i alone: LLVM vectorises it
+            for i in range(width):
+                sums[i] += np.int32(row[i]) * tap
+        for i in range(width):
+            out[y, i] = _clip8(sums[i])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _copy_columns(pixels: np.ndarray, y: int, lo: int, hi: int, rows: int, bands: int, block: np.ndarray):
+    """block[x, r * bands + c] = pixels[y + r, lo + x, c]: `rows` rows, column by column."""
+    for x in range(hi - lo):
+        for r in range(rows):
+            for c in range(bands):
+                block[x, r * bands + c] = pixels[y + r, lo + x, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _horizontal(
+    pixels: np.ndarray, row_lo: int, first: np.ndarray, count: np.ndarray, taps: np.ndarray, out: np.ndarray
+):
+    """out[y, x, c] = Pillow's horizontal sum for output column x of input row row_lo + y, band c, where
+    `pixels` is [H, W, >= bands] and out [rows, columns, bands]. Blocks of rows are first copied column
+    by column into `block`, so each tap adds 48 contiguous values at once."""
+    bands = out.shape[2]
+    rows_per_block = _LANES // bands
+    lo = first[0]
+    hi = first[-1] + count[-1]
+    block = np.zeros((hi - lo, _LANES), np.uint8)
+    sums = np.empty(_LANES, np.int32)
+    for start in range(0, out.shape[0], rows_per_block):
+        rows = min(rows_per_block, out.shape[0] - start)
+        # Constant loop bounds let LLVM unroll the copy: 3x faster for the usual RGB and greyscale blocks.
+        if rows == 16 and bands == 3:
+            _copy_columns(pixels, row_lo + start, lo, hi, 16, 3, block)
+        elif rows == 48 and bands == 1:
+            _copy_columns(pixels, row_lo + start, lo, hi, 48, 1, block)
+        else:
+            _copy_columns(pixels, row_lo + start, lo, hi, rows, bands, block)
+        for x in range(out.shape[1]):
+            sums[:] = _HALF
+            offset = first[x] - lo
+            for k in range(count[x]):
+                tap = taps[x, k]
+                column = block[offset + k]
+                for i in range(_LANES):
+                    sums[i] += np.int32(column[i]) * tap
+            for r in range(rows):
+                for c in range(bands):
+                    out[start + r, x, c] = _clip8(sums[r * bands + c])
+
+
+def horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
+    """Pillow 11+'s choice of pass order (ImagingResampleInner): vertical first when the height shrinks
+    by more than twice as many lines as the width."""
+    (width, height), (new_width, new_height) = size, new_size
+    return not (height - new_height > 0 and height - new_height > (width - new_width) * 2)
+
+
+def _in_strips(run, length: int, strips: int) -> None:
+    """run(a, b) over [0, length) cut into `strips` pieces, in threads (the kernels release the GIL)."""
+    bounds = [length * i // strips for i in range(strips + 1)]
+    pieces = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    if len(pieces) <= 1:
+        run(0, length)
+        return
+    with ThreadPoolExecutor(len(pieces)) as pool:
+        list(pool.map(lambda ab: run(*ab), pieces))
+
+
+def resize_and_crop(
+    pixels: np.ndarray,
+    bands: int,
+    new_size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    resample: int,
+    strips: int = 1,
+) -> np.ndarray:
+    """Pillow's ``resize(new_size, resample).crop(box)`` of an 8-bit image, as uint8 [h, w, bands].
+
+    `pixels` is the image as [H, W, >= bands] uint8 (Pillow's own 4-byte pixels can be passed as they are:
+    only the first `bands` are read); `box` must lie inside the resized image; `strips` threads share the
+    first pass.
+    """
+    height, width = pixels.shape[:2]
+    (new_width, new_height), (left, top, right, bottom) = new_size, box
+    if not (0 <= left < right <= new_width and 0 <= top < bottom <= new_height):
+        raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
+    support = FILTER_SUPPORT[resample]
+    if new_width != width:
+        cols = coefficients(width, new_width, resample, support)
+        cols = tuple(np.ascontiguousarray(part[left:right]) for part in cols)
+    if new_height != height:
+        rows = coefficients(height, new_height, resample, support)
+        rows = tuple(np.ascontiguousarray(part[top:bottom]) for part in rows)
+
+    if new_height == height:  # one pass, or none
+        kept = pixels[top:bottom]
+        if new_width == width:
+            return np.ascontiguousarray(kept[:, left:right, :bands])
+        out = np.empty((bottom - top, right - left, bands), np.uint8)
+        _in_strips(lambda a, b: _horizontal(kept, a, *cols, out[a:b]), bottom - top, strips)
+        return out
+    if new_width == width or not horizontal_first((width, height), new_size):
+        # Vertical first, over the input columns the crop's columns read (all bands, contiguous bytes).
+        lo, hi = (left, right) if new_width == width else (int(cols[0][0]), int(cols[0][-1] + cols[1][-1]))
+        flat = np.ascontiguousarray(pixels).reshape(height, -1)
+        stride = pixels.shape[2]
+        middle = np.empty((bottom - top, (hi - lo) * stride), np.uint8)
+        first, count, taps = rows
+        _in_strips(
+            lambda a, b: _vertical(flat, first[a:b], count[a:b], taps[a:b], lo * stride, middle[a:b]),
+            bottom - top,
+            strips,
+        )
+        middle = middle.reshape(bottom - top, hi - lo, stride)
+        if new_width == width:
+            return np.ascontiguousarray(middle[:, :, :bands])
+        out = np.empty((bottom - top, right - left, bands), np.uint8)
+        _horizontal(middle, 0, cols[0] - lo, cols[1], cols[2], out)
+        return out
+    # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
+    first, count, taps = rows
+    lo, hi = int(first[0]), int(first[-1] + count[-1])
+    middle = np.empty((hi - lo, right - left, bands), np.uint8)
+    _in_strips(lambda a, b: _horizontal(pixels, lo + a, *cols, middle[a:b]), hi - lo, strips)
+    out = np.empty((bottom - top, (right - left) * bands), np.uint8)
+    _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
+    return out.reshape(bottom - top, right - left, bands)
