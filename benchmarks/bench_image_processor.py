@@ -10,8 +10,8 @@ Pillow backend (`CLIPImageProcessorPil`) otherwise; each reference is measured w
 2. 1-3 MP photos (crops of the bundled ones, upscaled, some portrait), decoded to PIL up front, batch 32 and 1;
 3. the same photos as JPEG files, decode included, batch 32 (`fast_jpeg_decode=True` also reported, with
    its pixel difference from the exact path).
-Then a per-step profile of the exact path on the JPEGs (one thread, CPU ms per photo), and (5.) a vectorised
-exact reimplementation of Pillow's horizontal pass timed against Pillow's C.
+Then a per-step profile of the exact path on the JPEGs (one thread, CPU ms per photo), and (5.) resize + crop
+alone, Pillow against torchclip.resample, on one photo of each shape.
 All candidates run interleaved round by round (best of `--repeats`), so a busy moment on a shared machine
 slows all of them; ratios are against the first reference listed.
 """
@@ -167,12 +167,7 @@ def profile(paths: list[Path], repeats: int) -> None:
     scale, shift = CLIPImageProcessor()._scale_and_shift()
 
     def timed(fn: Callable[[], object]) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.process_time()
-            fn()
-            best = min(best, time.process_time() - start)
-        return best / len(paths) * 1e3
+        return cpu_ms(fn, repeats) / len(paths)
 
     decoded = [ip._open(p, settings) for p in paths]
     sizes = [ip._resized_size(*image.size, settings.size) for image in decoded]
@@ -184,7 +179,7 @@ def profile(paths: list[Path], repeats: int) -> None:
         "resize + crop, Pillow resize() then crop()": lambda: [
             image.resize(s, 3).crop(b) for image, s, b in zip(decoded, sizes, boxes, strict=True)
         ],
-        "resize + crop, two passes over the crop (torchclip)": lambda: [
+        "resize + crop, torchclip.resample (only the crop's lines)": lambda: [
             ip._resize_and_crop(image, s, b, 3) for image, s, b in zip(decoded, sizes, boxes, strict=True)
         ],
         "to uint8 array": lambda: [np.asarray(image) for image in cropped],
@@ -260,82 +255,36 @@ def main() -> None:
             f"{p99:.1f}, max {levels.max().item():.0f}; {fast_rate / exact_rate:.2f}x the exact path's speed"
         )
         profile(paths[: args.batch], args.repeats)
-    vectorised_resize(args.repeats)
+    resize_per_shape(args.repeats)
 
 
-# ---------------------------------------------------------------------- 5. a vectorised exact resize, measured
+# ---------------------------------------------------------------------- 5. resize + crop alone, per photo shape
 
 
-def pillow_coefficients(length: int, new_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pillow 13's bicubic `precompute_coeffs` + `normalize_coeffs_8bpc` (Resample.c) in NumPy, float64 in
-    the same order of operations: (first input line, tap count, 22-bit fixed-point taps) per output line."""
-    scale = length / new_length
-    support = 2.0 * max(scale, 1.0)
-    ksize = int(np.ceil(support)) * 2 + 1
-    center = (np.arange(new_length) + 0.5) * scale
-    first = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
-    count = np.minimum(np.trunc(center + support + 0.5), length).astype(np.int64) - first
-    x = np.abs((np.arange(ksize)[None, :] + first[:, None] - center[:, None] + 0.5) * (1.0 / max(scale, 1.0)))
-    near, far = ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1, (((x - 5) * x + 8) * x - 4) * -0.5
-    weights = np.where(np.arange(ksize)[None, :] < count[:, None], np.where(x < 1, near, np.where(x < 2, far, 0.0)), 0)
-    total = np.zeros(new_length)
-    for tap in range(ksize):  # sequential, as the C loop adds them
-        total = total + weights[:, tap]
-    weights = weights / np.where(total == 0, 1, total)[:, None]
-    scaled = weights * (1 << 22)
-    return first, count, np.where(weights < 0, np.trunc(-0.5 + scaled), np.trunc(0.5 + scaled)).astype(np.int64)
+def resize_per_shape(repeats: int) -> None:
+    """Pillow's resize + crop against torchclip's (`_resize_and_crop`: torchclip.resample, only the crop's
+    lines) on one photo of each shape, resized to 224 on the short side and centre-cropped, CPU ms on one
+    thread, with whether the pixels are identical."""
+    source = Image.open(PHOTOS[0]).convert("RGB")
+    print("\n5. resize + crop to 224x224, one photo, one thread, CPU ms")
+    print(f"  {'photo':<12} {'Pillow':>8} {'torchclip':>10} {'ratio':>7}  bit-identical")
+    for size in ((1500, 1000), (1000, 1500), (1200, 1200), (4000, 3000)):
+        image = source.resize(size, Image.Resampling.BICUBIC)
+        new_size = ip._resized_size(*size, {"shortest_edge": 224})
+        box = ip._crop_box(*new_size, {"height": 224, "width": 224}, "openai")
+        pillow = cpu_ms(lambda: image.resize(new_size, 3).crop(box), repeats)  # noqa: B023 - called at once
+        ours = cpu_ms(lambda: ip._resize_and_crop(image, new_size, box, 3), repeats)  # noqa: B023
+        same = ip._resize_and_crop(image, new_size, box, 3).tobytes() == image.resize(new_size, 3).crop(box).tobytes()
+        print(f"  {size[0]}x{size[1]:<7} {pillow:8.2f} {ours:10.2f} {pillow / ours:6.2f}x  {same}")
 
 
-def vectorised_horizontal_pass(pixels: torch.Tensor, new_width: int, columns: range, block: int = 32) -> Callable:
-    """Pillow's horizontal bicubic pass for output `columns` only, exactly: banded blocks of float32 matrix
-    multiplies, each 22-bit tap split in two 11-bit halves so that every product and sum stays an exact
-    integer in float32 (any summation order), then Pillow's rounding and clipping in int64."""
-    height, width, _ = pixels.shape
-    first, count, taps = pillow_coefficients(width, new_width)
-    blocks = []
-    for start in range(columns.start, columns.stop, block):
-        outputs = np.arange(start, min(start + block, columns.stop))
-        lo, hi = first[outputs].min(), (first[outputs] + count[outputs]).max()
-        dense = np.zeros((hi - lo, len(outputs)), np.int64)
-        for column, output in enumerate(outputs):
-            dense[first[output] - lo : first[output] - lo + count[output], column] = taps[output, : count[output]]
-        high, low = (torch.from_numpy((part).astype(np.float32)) for part in (dense >> 11, dense & 2047))
-        blocks.append((lo, hi, high, low))
-
-    def run() -> torch.Tensor:
-        planar = pixels.permute(2, 0, 1).float().reshape(3 * height, width)
-        pieces = []
-        for lo, hi, high, low in blocks:
-            segment = planar[:, lo:hi]
-            total = (segment @ high).to(torch.int64) * 2048 + (segment @ low).to(torch.int64) + (1 << 21)
-            pieces.append((total >> 22).clamp_(0, 255).to(torch.uint8))
-        return torch.cat(pieces, 1).reshape(3, height, len(columns)).permute(1, 2, 0)
-
-    return run
-
-
-def vectorised_resize(repeats: int) -> None:
-    """Is a vectorised exact reimplementation faster than Pillow's C? One 1500x1000 photo -> 336 columns,
-    only the 224 the crop keeps computed, one thread, CPU ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    image = Image.open(PHOTOS[0]).convert("RGB").resize((1500, 1000), Image.Resampling.BICUBIC)
-    run = vectorised_horizontal_pass(torch.from_numpy(np.array(image)), 336, range(56, 280))
-    expected = np.asarray(image.resize((336, 1000), Image.Resampling.BICUBIC))[:, 56:280]
-    exact = np.array_equal(run().numpy(), expected)
-
-    def cpu_ms(fn: Callable[[], object]) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.process_time()
-            fn()
-            best = min(best, time.process_time() - start)
-        return best * 1e3
-
-    print("\n5. horizontal pass of 1500x1000 -> 336 wide, one thread, CPU ms")
-    print(f"  {'Pillow (all 336 columns)':<58} {cpu_ms(lambda: image.resize((336, 1000), 3)):7.2f}")
-    print(f"  {'vectorised torch, the 224 crop columns only':<58} {cpu_ms(run):7.2f}   bit-identical: {exact}")
-    torch.set_num_threads(threads)
+def cpu_ms(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best * 1e3
 
 
 if __name__ == "__main__":

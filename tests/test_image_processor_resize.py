@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import torchclip.resample
 from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size, _vectorised_matches_pillow
 from torchclip.resample import horizontal_first
 
@@ -59,8 +60,10 @@ def test_clip_shapes_on_many_photo_sizes():
         Image.Resampling.HAMMING,
     ],
 )
-def test_arbitrary_sizes_crops_and_filters(resample):
-    """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops."""
+def test_arbitrary_sizes_crops_and_filters(resample, monkeypatch):
+    """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops; small
+    images split into strips too (normally only images of a megapixel or more are)."""
+    monkeypatch.setattr(torchclip.resample, "_MIN_PIXELS_TO_SPLIT", 0)
     rng = np.random.default_rng(int(resample))
     for trial in range(80):
         size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))

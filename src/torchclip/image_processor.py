@@ -23,12 +23,12 @@ original's, and every image is converted to RGB before resizing, as transformers
 
 Speed without changing a pixel: Pillow's resize runs two separable passes (horizontal then vertical,
 or vertical first when the height shrinks much more than the width) with fixed-point coefficients
-that depend only on the input and output sizes. torchclip runs those same passes through Pillow one
-at a time (``_resize_and_crop``), so each gets exactly Pillow's coefficients, but only over the
-lines the centre crop keeps, and split into strips across threads when there is one image. The
-result is bit-identical to ``image.resize(...).crop(...)`` (tests/test_image_processor.py checks it on
-many sizes and modes); where that cannot be guaranteed (a Pillow that orders its passes differently,
-nearest-neighbour, a crop larger than the image) the plain ``resize`` + ``crop`` runs.
+that depend only on the input and output sizes. ``torchclip.resample`` computes the same coefficients
+and sums in the same integer arithmetic, vectorised, and only for the lines the centre crop keeps
+(``_resize_and_crop``), reading Pillow's pixel memory without a copy. The result is bit-identical to
+``image.resize(...).crop(...)`` (tests/test_image_processor_resize.py checks it on many sizes, modes and
+filters, and a check at first use falls back to Pillow's own resize if this Pillow disagrees); palette,
+1-bit and 16/32-bit images, nearest-neighbour and a crop larger than the image go through Pillow.
 
 Images given as files or bytes, and PIL images, have their EXIF orientation applied
 (``PIL.ImageOps.exif_transpose``), so a portrait photo from a phone is seen upright. Arrays and

@@ -29,6 +29,9 @@ __all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "resize_and_cro
 
 PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 (8 bits of result, 2 of headroom for negative lobes)
 _HALF = 1 << (PRECISION_BITS - 1)
+# Below about a megapixel a second thread costs more than it saves (bench_image_processor.py 1b: the 0.3 MP
+# bundled photos ran at 0.4x of one thread when split).
+_MIN_PIXELS_TO_SPLIT = 1 << 20
 _LANES = 48  # int32 sums per horizontal step: 16 RGB rows, 12 of 4 bands, 48 of 1 (six AVX2 registers)
 
 # Pillow's filter numbers (Image.Resampling) -> half-width of the filter's support.
@@ -200,6 +203,8 @@ def resize_and_crop(
     (new_width, new_height), (left, top, right, bottom) = new_size, box
     if not (0 <= left < right <= new_width and 0 <= top < bottom <= new_height):
         raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
+    if height * width < _MIN_PIXELS_TO_SPLIT:
+        strips = 1
     support = FILTER_SUPPORT[resample]
     if new_width != width:
         cols = coefficients(width, new_width, resample, support)
