@@ -5,6 +5,7 @@ bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes,
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -89,10 +90,22 @@ def test_crop_larger_than_the_image_pads_with_zeros_like_pillow():
 
 
 def test_a_photo_pillow_stores_in_several_blocks():
-    """Large images live in several memory blocks (no zero-copy view): the copied pixels give the same result."""
-    image = random_image(np.random.default_rng(2), (3000, 2000), "RGB")
+    """An image made while Pillow's allocator chains 16 MB blocks (the user's own, decoded before torchclip set
+    one block per image) has no in-place view: its copied pixels give the same result."""
+    Image.core.set_use_block_allocator(0)
+    try:
+        image = random_image(np.random.default_rng(2), (3000, 2000), "RGB")
+    finally:
+        Image.core.set_use_block_allocator(1)
+    with pytest.raises(ValueError, match="not contiguous"):
+        pa.array(image)
     new_size = _resized_size(*image.size, {"shortest_edge": 224})
     box = _crop_box(*new_size, {"height": 224, "width": 224}, "openai")
     assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips=2).tobytes() == reference(
         image, new_size, box, Image.Resampling.BICUBIC
     )
+
+
+def test_large_images_made_once_torchclip_is_imported_are_viewed_in_place():
+    image = random_image(np.random.default_rng(3), (3000, 2000), "RGB")
+    assert len(pa.array(image)) == 3000 * 2000  # viewed in place, no ValueError

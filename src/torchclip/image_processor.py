@@ -63,6 +63,12 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PIPELINES = ("openai", "transformers")
 _EXIF_ORIENTATION = 0x0112
+
+# Pillow keeps an image over 16 MB (4 MP of RGB) in a chain of blocks, which its Arrow export cannot hand
+# out in place, so the resize would first copy it: for a 12 MP photo that copy cost more than the resize
+# (bench_image_processor.py section 5, 4000x3000). One block per image, as Pillow's Arrow support intends;
+# this is Pillow's process-wide allocator setting, and only changes how its images are laid out in memory.
+Image.core.set_use_block_allocator(1)
 # Keys that describe a config file rather than the processing; read without complaint.
 _METADATA_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class", "_processor_class"}
 
