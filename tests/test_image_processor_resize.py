@@ -1,6 +1,6 @@
 """The crop-aware resize (`_resize_and_crop`, torchclip.resample's vectorised Pillow arithmetic) is
 bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes, both pass orders, every
-8-bit mode, the resampling filters, and split into strips."""
+8-bit mode and the resampling filters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-import torchclip.resample
 from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size, _vectorised_matches_pillow
 from torchclip.resample import horizontal_first
 
@@ -43,8 +42,7 @@ def test_clip_shapes_on_many_photo_sizes():
         target = 224 if trial % 2 else 336
         new_size = _resized_size(*size, {"shortest_edge": target})
         box = _crop_box(*new_size, {"height": target, "width": target}, "openai")
-        strips = 1 + trial % 3
-        out = _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips)
+        out = _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC)
         assert out.mode == image.mode and out.size == (target, target)
         assert out.tobytes() == reference(image, new_size, box, Image.Resampling.BICUBIC), (size, image.mode)
         orders.add(horizontal_first(size, new_size))
@@ -61,10 +59,8 @@ def test_clip_shapes_on_many_photo_sizes():
         Image.Resampling.HAMMING,
     ],
 )
-def test_arbitrary_sizes_crops_and_filters(resample, monkeypatch):
-    """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops; small
-    images split into strips too (normally only images of a megapixel or more are)."""
-    monkeypatch.setattr(torchclip.resample, "_MIN_PIXELS_TO_SPLIT", 0)
+def test_arbitrary_sizes_crops_and_filters(resample):
+    """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops."""
     rng = np.random.default_rng(int(resample))
     for trial in range(80):
         size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
@@ -77,7 +73,7 @@ def test_arbitrary_sizes_crops_and_filters(resample, monkeypatch):
         top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
         box = (left, top, max(right, left + 1), max(bottom, top + 1))
         image = random_image(rng, size, MODES[trial % len(MODES)])
-        out = _resize_and_crop(image, new_size, box, resample, strips=1 + trial % 4)
+        out = _resize_and_crop(image, new_size, box, resample)
         assert out.tobytes() == reference(image, new_size, box, resample), (size, new_size, box, image.mode)
 
 
@@ -101,7 +97,7 @@ def test_a_photo_pillow_stores_in_several_blocks():
         pa.array(image)
     new_size = _resized_size(*image.size, {"shortest_edge": 224})
     box = _crop_box(*new_size, {"height": 224, "width": 224}, "openai")
-    assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC, strips=2).tobytes() == reference(
+    assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC).tobytes() == reference(
         image, new_size, box, Image.Resampling.BICUBIC
     )
 

@@ -337,11 +337,10 @@ class CLIPImageProcessor:
         sources = [_check_item(item, index) for index, item in enumerate(items)]
 
         workers = num_workers or min(8, os.cpu_count() or 1)
-        strips = workers if len(items) == 1 else 1  # one image: its resize is split across the threads
 
         def work(index: int) -> np.ndarray | _ImageFailure:
             try:
-                return _process_one(sources[index], settings, strips)
+                return _process_one(sources[index], settings)
             except _ImageFailure as exc:
                 return exc
 
@@ -569,23 +568,23 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 
 def _vectorised(
-    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int, strips: int
+    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int
 ) -> Image.Image:
     """torchclip.resample's resize + crop of `image` (a mode in _RESAMPLE_BANDS), as a PIL image."""
     from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import: only image work pays it
 
     bands = _RESAMPLE_BANDS[image.mode]
-    out = vectorised.resize_and_crop(_pixels(image), bands, new_size, box, resample, strips)
+    out = vectorised.resize_and_crop(_pixels(image), bands, new_size, box, resample)
     return Image.frombytes(image.mode, (out.shape[1], out.shape[0]), out.tobytes())
 
 
 def _resize_and_crop(
-    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int, strips: int = 1
+    image: Image.Image, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int
 ) -> Image.Image:
     """`image.resize(new_size, resample).crop(box)`, bit for bit, computing only what the crop keeps.
 
     8-bit images go through torchclip.resample (Pillow's arithmetic, vectorised, only over the lines the
-    crop keeps, the first pass split into `strips` threads); the rest, and a crop that pads, through Pillow.
+    crop keeps); the rest, and a crop that pads, through Pillow.
     """
     inside = 0 <= box[0] < box[2] <= new_size[0] and 0 <= box[1] < box[3] <= new_size[1]
     mode = image.mode
@@ -597,7 +596,7 @@ def _resize_and_crop(
         and resample in _VECTORISED_FILTERS
         and _vectorised_matches_pillow()
     ):
-        out = _vectorised(image.convert(source_mode) if source_mode != mode else image, new_size, box, resample, strips)
+        out = _vectorised(image.convert(source_mode) if source_mode != mode else image, new_size, box, resample)
         return out.convert(mode) if source_mode != mode else out
     resized = image.resize(new_size, resample) if new_size != image.size else image
     return resized.crop(box) if box != (0, 0, *resized.size) else resized
@@ -623,15 +622,15 @@ def _vectorised_matches_pillow() -> bool:
             box = (1, 2, new_size[0] - 1, new_size[1])
             # Sliced in NumPy: Pillow's crop() would warn of a decompression bomb under a lowered MAX_IMAGE_PIXELS.
             expected = np.asarray(image.resize(new_size, resample))[box[1] : box[3], box[0] : box[2]]
-            if not np.array_equal(np.asarray(_vectorised(image, new_size, box, resample, strips=1)), expected):
+            if not np.array_equal(np.asarray(_vectorised(image, new_size, box, resample)), expected):
                 return False
     return True
 
 
-def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings, strips: int = 1) -> np.ndarray:
+def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) -> np.ndarray:
     """Decode, resize, crop and convert one image; returns uint8 HWC (3 channels). The OpenAI pipeline
     resizes and crops in the image's own mode and converts to RGB last, as the original; transformers'
-    converts first. `strips`: threads for this one image's resize."""
+    converts first."""
     try:
         image = _open(source, settings)
         if not settings.do_convert_rgb and image.mode != "RGB":
@@ -648,7 +647,7 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
                 f"MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}); the aspect ratio is too extreme"
             )
         box = _crop_box(*new_size, settings.crop_size, settings.pipeline) if settings.do_center_crop else None
-        image = _resize_and_crop(image, new_size, box or (0, 0, *new_size), settings.resample, strips)
+        image = _resize_and_crop(image, new_size, box or (0, 0, *new_size), settings.resample)
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise _ImageFailure(f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}") from exc

@@ -21,7 +21,6 @@ filter, mode, size and crop they try against Pillow itself.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -30,9 +29,6 @@ __all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "resize_and_cro
 
 PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 (8 bits of result, 2 of headroom for negative lobes)
 _HALF = 1 << (PRECISION_BITS - 1)
-# Below about a megapixel a second thread costs more than it saves (bench_image_processor.py 1b: the 0.3 MP
-# bundled photos ran at 0.4x of one thread when split).
-_MIN_PIXELS_TO_SPLIT = 1 << 20
 _LANES = 48  # int32 sums per horizontal step: 16 RGB rows, 12 of 4 bands, 48 of 1 (six AVX2 registers)
 
 # Pillow's filter numbers (Image.Resampling) -> half-width of the filter's support.
@@ -189,37 +185,22 @@ def horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
     return not (height - new_height > 0 and height - new_height > (width - new_width) * 2)
 
 
-def _in_strips(run, length: int, strips: int) -> None:
-    """run(a, b) over [0, length) cut into `strips` pieces, in threads (the kernels release the GIL)."""
-    bounds = [length * i // strips for i in range(strips + 1)]
-    pieces = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    if len(pieces) <= 1:
-        run(0, length)
-        return
-    with ThreadPoolExecutor(len(pieces)) as pool:
-        list(pool.map(lambda ab: run(*ab), pieces))
-
-
 def resize_and_crop(
     pixels: np.ndarray,
     bands: int,
     new_size: tuple[int, int],
     box: tuple[int, int, int, int],
     resample: int,
-    strips: int = 1,
 ) -> np.ndarray:
     """Pillow's ``resize(new_size, resample).crop(box)`` of an 8-bit image, as uint8 [h, w, bands].
 
     `pixels` is the image as [H, W, >= bands] uint8 (Pillow's own 4-byte pixels can be passed as they are:
-    only the first `bands` are read); `box` must lie inside the resized image; `strips` threads share the
-    first pass.
+    only the first `bands` are read); `box` must lie inside the resized image.
     """
     height, width = pixels.shape[:2]
     (new_width, new_height), (left, top, right, bottom) = new_size, box
     if not (0 <= left < right <= new_width and 0 <= top < bottom <= new_height):
         raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
-    if height * width < _MIN_PIXELS_TO_SPLIT:
-        strips = 1
     support = FILTER_SUPPORT[resample]
     if new_width != width:
         cols = coefficients(width, new_width, resample, support)
@@ -233,7 +214,7 @@ def resize_and_crop(
         if new_width == width:
             return np.ascontiguousarray(kept[:, left:right, :bands])
         out = np.empty((bottom - top, right - left, bands), np.uint8)
-        _in_strips(lambda a, b: _horizontal(kept, a, *cols, out[a:b]), bottom - top, strips)
+        _horizontal(kept, 0, *cols, out)
         return out
     if new_width == width or not horizontal_first((width, height), new_size):
         # Vertical first, over the input columns the crop's columns read (all bands, contiguous bytes).
@@ -242,11 +223,7 @@ def resize_and_crop(
         stride = pixels.shape[2]
         middle = np.empty((bottom - top, (hi - lo) * stride), np.uint8)
         first, count, taps = rows
-        _in_strips(
-            lambda a, b: _vertical(flat, first[a:b], count[a:b], taps[a:b], lo * stride, middle[a:b]),
-            bottom - top,
-            strips,
-        )
+        _vertical(flat, first, count, taps, lo * stride, middle)
         middle = middle.reshape(bottom - top, hi - lo, stride)
         if new_width == width:
             return np.ascontiguousarray(middle[:, :, :bands])
@@ -257,7 +234,7 @@ def resize_and_crop(
     first, count, taps = rows
     lo, hi = int(first[0]), int(first[-1] + count[-1])
     middle = np.empty((hi - lo, right - left, bands), np.uint8)
-    _in_strips(lambda a, b: _horizontal(pixels, lo + a, *cols, middle[a:b]), hi - lo, strips)
+    _horizontal(pixels, lo, *cols, middle)
     out = np.empty((bottom - top, (right - left) * bands), np.uint8)
     _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
     return out.reshape(bottom - top, right - left, bands)
