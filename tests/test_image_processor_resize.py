@@ -4,13 +4,14 @@ bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes,
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
 
 from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size, _vectorised_matches_pillow
-from torchclip.resample import horizontal_first
+from torchclip.resample import _compiled, horizontal_first
 
 MODES = ("RGB", "L", "RGBA", "LA", "CMYK")
 
@@ -105,3 +106,13 @@ def test_a_photo_pillow_stores_in_several_blocks():
 def test_large_images_made_once_torchclip_is_imported_are_viewed_in_place():
     image = random_image(np.random.default_rng(3), (3000, 2000), "RGB")
     assert len(pa.array(image)) == 3000 * 2000  # viewed in place, no ValueError
+
+
+def test_kernels_compile_where_numba_has_nowhere_to_cache_them():
+    """numba refuses cache=True for a source with no writable cache folder (a read-only install and home);
+    torchclip.resample then compiles without one. A function defined in exec'd code has no cache folder."""
+    namespace: dict = {}
+    exec("def twice(x):\n    return 2 * x\n", namespace)  # a function with no source file
+    with pytest.raises(RuntimeError, match="no locator available"):
+        numba.njit(cache=True)(namespace["twice"])
+    assert _compiled()(namespace["twice"])(21) == 42

@@ -37,7 +37,21 @@ FILTER_SUPPORT = {BOX: 0.5, BILINEAR: 1.0, HAMMING: 1.0, BICUBIC: 2.0, LANCZOS: 
 _HAMMING_A, _HAMMING_B = float(np.float32(0.54)), float(np.float32(0.46))  # C float literals 0.54f, 0.46f
 
 
-@numba.njit(cache=True, nogil=True)
+def _compiled(inline: str = "never"):
+    """numba.njit, releasing the GIL, with numba's on-disk cache of the machine code where there is a
+    writable place for it (the package's __pycache__ or numba's user cache folder). With neither (a
+    read-only install and home), numba refuses `cache=True` at import; then each process compiles (~6 s)."""
+
+    def compile_(function):
+        try:
+            return numba.njit(cache=True, nogil=True, inline=inline)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(nogil=True, inline=inline)(function)
+
+    return compile_
+
+
+@_compiled()
 def _sinc(x: float) -> float:
     if x == 0.0:
         return 1.0
@@ -45,7 +59,7 @@ def _sinc(x: float) -> float:
     return math.sin(x) / x
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _filter(kind: int, x: float) -> float:
     """Resample.c's five filters, operation for operation."""
     if kind == BOX:
@@ -69,7 +83,7 @@ def _filter(kind: int, x: float) -> float:
     return 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def coefficients(in_size: int, out_size: int, kind: int, support: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """precompute_coeffs + normalize_coeffs_8bpc: for each output line, its first input line, how many it
     reads, and the 22-bit taps (int32 [out_size, max taps], zeros past each line's count)."""
@@ -98,13 +112,13 @@ def coefficients(in_size: int, out_size: int, kind: int, support: float) -> tupl
     return first, count, taps
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _clip8(total: int) -> np.uint8:
     value = total >> PRECISION_BITS
     return np.uint8(0 if value < 0 else (255 if value > 255 else value))
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _vertical(rows: np.ndarray, first: np.ndarray, count: np.ndarray, taps: np.ndarray, lo: int, out: np.ndarray):
     """out[y, i] = Pillow's vertical sum for output row y at flat position lo + i of `rows` [H, W * bands]."""
     width = out.shape[1]
@@ -120,7 +134,7 @@ def _vertical(rows: np.ndarray, first: np.ndarray, count: np.ndarray, taps: np.n
             out[y, i] = _clip8(sums[i])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _transpose_loops(image_rows: np.ndarray, block: np.ndarray, rows: int, bands: int, to_block: bool):
     for x in range(image_rows.shape[1]):
         for r in range(rows):
@@ -131,7 +145,7 @@ def _transpose_loops(image_rows: np.ndarray, block: np.ndarray, rows: int, bands
                     image_rows[r, x, c] = block[x, r * bands + c]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _transpose(image_rows: np.ndarray, block: np.ndarray, bands: int, to_block: bool):
     """Between image rows [rows, W, >= bands] and a column-major block [W, rows * bands]: into the block
     when `to_block`, back into the rows otherwise."""
@@ -147,7 +161,7 @@ def _transpose(image_rows: np.ndarray, block: np.ndarray, bands: int, to_block: 
         _transpose_loops(image_rows, block, rows, bands, to_block)
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _horizontal(
     pixels: np.ndarray, row_lo: int, first: np.ndarray, count: np.ndarray, taps: np.ndarray, out: np.ndarray
 ):
