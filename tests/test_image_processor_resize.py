@@ -4,6 +4,9 @@ bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes,
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pyarrow as pa
@@ -116,3 +119,27 @@ def test_kernels_compile_where_numba_has_nowhere_to_cache_them():
     with pytest.raises(RuntimeError, match="no locator available"):
         numba.njit(cache=True)(namespace["twice"])
     assert _compiled()(namespace["twice"])(21) == 42
+
+
+def test_warm_up_loads_every_kernel_an_image_needs():
+    """After `warm_up()` (what `torchclip serve` calls before taking requests) the first images compile nothing
+    more: photos of both pass orders, greyscale, RGBA and a one-axis resize find their kernels ready. In a
+    fresh process, where nothing else has compiled them."""
+    code = """if True:
+        import numpy as np
+        from PIL import Image
+        import torchclip.resample as r
+        from torchclip.image_processor import CLIPImageProcessor, warm_up
+        kernels = (r.coefficients, r._horizontal, r._vertical)
+        warm_up()
+        before = [len(k.signatures) for k in kernels]
+        rng = np.random.default_rng(0)
+        photos = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in
+                  ((640, 480), (300, 900), (224, 500))]
+        photos += [photos[0].convert("L"), photos[1].convert("RGBA")]
+        CLIPImageProcessor()(photos, return_tensors="pt")
+        print(before, [len(k.signatures) for k in kernels])
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = result.stdout.strip().split("] [")
+    assert before.strip("[") == after.strip("]") and "0" not in before, result.stdout

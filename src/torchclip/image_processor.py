@@ -57,7 +57,14 @@ from torchclip.batch import BatchFeature
 from torchclip.hub import resolve_folder
 from torchclip.io import IMAGE_PROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE, read_json, write_text_atomic
 
-__all__ = ["CLIPImageProcessor", "CLIPFeatureExtractor", "BatchFeature", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+__all__ = [
+    "CLIPImageProcessor",
+    "CLIPFeatureExtractor",
+    "BatchFeature",
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "warm_up",
+]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -609,6 +616,13 @@ _VECTORISED_FILTERS = {
     Image.Resampling.BICUBIC,
     Image.Resampling.LANCZOS,
 }
+
+
+def warm_up() -> None:
+    """Load the compiled resize now rather than at the first image: numba's import and kernels cost ~0.9 s
+    once per process (~6 s on a machine's first run, which compiles them). A server calls this before it
+    takes requests, so that its first image query is not the slow one."""
+    _vectorised_matches_pillow()
 
 
 @functools.cache

@@ -215,6 +215,7 @@ def resize_and_crop(
     (new_width, new_height), (left, top, right, bottom) = new_size, box
     if not (0 <= left < right <= new_width and 0 <= top < bottom <= new_height):
         raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
+    resample = int(resample)  # an Image.Resampling member would be compiled for as a type of its own
     support = FILTER_SUPPORT[resample]
     if new_width != width:
         cols = coefficients(width, new_width, resample, support)

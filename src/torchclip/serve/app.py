@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from torchclip.convert import load
 from torchclip.deploy.onnx_runtime import load_onnx_and_processor
+from torchclip.image_processor import warm_up
 from torchclip.serve.batching import QueueFull, pixels_of, query_encoder, searcher
 from torchclip.serve.bind import check_bind, is_loopback
 from torchclip.serve.media import BadImage, Gone, Thumbnails, decode_upload, open_stored
@@ -392,6 +393,7 @@ def create_app(settings: ServeSettings, model: Any = None, processor: Any = None
             f"{settings.store} was embedded with another model ({live.current.model.get('name')}); "
             "serve it with that one (--model)"
         )
+    warm_up()  # the image resize's compiled kernels, before the first image query rather than during it
     metrics = Metrics()
     batching = {
         "max_batch": settings.max_batch,
