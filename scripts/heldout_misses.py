@@ -58,9 +58,7 @@ def main() -> None:
         text = zero_shot_classifier(model, processor.tokenizer, classes, synthetic_templates())
     classifiers = {"text tower": text, "composed": composed_classifier(text, pairs)}
     for style in ("classic", "varied", "unseen"):
-        world = SyntheticCaptions(
-            seed=1234, split="heldout", image_size=model.config.vision_config.image_size, style=style
-        )
+        world = SyntheticCaptions(seed=1234, split="heldout", style=style)
         examples = [world.example(n) for n in range(40 * len(world.pairs))]
         labels = torch.tensor([classes.index(name) for _, name in examples])
         with torch.inference_mode():

@@ -175,7 +175,7 @@ def test_short_run_lowers_the_loss_on_synthetic_data(tmp_path):
 
     config = run_config(tmp_path, "learn", steps=40, batch_size=32, lr=2e-3, warmup_steps=5, workers=1)
     model, processor = build_model_and_processor(config)
-    held = next(iter(PairBatches(SyntheticSource(seed=99, image_size=32), processor, 64)))
+    held = next(iter(PairBatches(SyntheticSource(seed=99), processor, 64)))
 
     def loss_of(m: CLIPModel) -> float:
         with torch.no_grad():
@@ -246,3 +246,39 @@ def test_wise_ft_exports_the_mix_of_start_and_fine_tuned_weights(tmp_path):
         TrainConfig(data="synthetic", output_dir="x", model_config=TINY, wise_ft=0.5)  # nothing to start from
     with pytest.raises(ValueError, match="wise_ft"):
         TrainConfig(data="synthetic", output_dir="x", model="m", wise_ft=1.5)
+
+
+def test_fine_tuning_at_another_image_size_resizes_the_position_embeddings(tmp_path):
+    """`image_size=48` on a 32 px checkpoint: the run trains and exports a 48 px model whose processor resizes
+    to 48. With lr 0 nothing trains, so the exported model must embed 48 px pictures exactly as the starting
+    one does with `interpolate_pos_encoding=True` (the model's own bicubic resizing, parity-tested against
+    transformers)."""
+    start = tiny_model(5).eval()
+    start.save_pretrained(tmp_path / "start")
+    CLIPProcessor(CLIPImageProcessor(size=32, crop_size=32)).save_pretrained(tmp_path / "start")
+    config = run_config(
+        tmp_path, "wider", steps=2, workers=0, lr=0.0, model=str(tmp_path / "start"), model_config=None, image_size=48
+    )
+    train(config)
+    exported = CLIPModel.from_pretrained(tmp_path / "wider" / "model").eval()
+    assert exported.config.vision_config.image_size == 48
+    assert exported.vision_model.embeddings.position_embedding.weight.shape == ((48 // 8) ** 2 + 1, 32)
+    processor = json.loads((tmp_path / "wider" / "model" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 48} and processor["crop_size"] == {"height": 48, "width": 48}
+    pixels = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = start.get_image_features(pixels, interpolate_pos_encoding=True)
+        torch.testing.assert_close(exported.get_image_features(pixels), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_image_size_that_the_patches_do_not_tile_is_refused(tmp_path):
+    from torchclip.train.model import build_model_and_processor
+
+    start = tiny_model(5)
+    start.save_pretrained(tmp_path / "start")
+    CLIPProcessor(CLIPImageProcessor(size=32, crop_size=32)).save_pretrained(tmp_path / "start")
+    config = run_config(tmp_path, "odd", model=str(tmp_path / "start"), model_config=None, image_size=50)
+    with pytest.raises(ValueError, match="image_size 50 is not a multiple of the model's patch size 8"):
+        build_model_and_processor(config)
+    with pytest.raises(ValueError, match="image_size"):
+        TrainConfig(data="synthetic", output_dir="x", model_config=TINY, image_size=64)  # nothing to resize

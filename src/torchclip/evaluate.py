@@ -156,7 +156,7 @@ def synthetic_zero_shot(
     ("classic", "varied", or "unseen": in styles that training never draws).
     """
     classes = [composition_name(c, s) for c, s in all_compositions()]
-    world = SyntheticCaptions(seed=seed, split=split, image_size=model.config.vision_config.image_size, style=style)
+    world = SyntheticCaptions(seed=seed, split=split, style=style)  # the world's own pixel sizes, as in training
     n = per_class * len(world.pairs)
     images, labels = [], []
     for index in range(n):

@@ -77,12 +77,12 @@ def _image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, [name.replace("_", " ") for name in classes]
 
 
-def _retrieval_pairs(spec: str, limit: int, seed: int, image_size: int) -> tuple[list, list[str], list[str]]:
+def _retrieval_pairs(spec: str, limit: int, seed: int) -> tuple[list, list[str], list[str]]:
     """Up to `limit` good (image, caption) pairs from any training data source, and the bad samples
     skipped (their messages); `MAX_BAD_IN_ROW` bad ones in a row end it with an error."""
     from torchclip.train.data import BadSample, open_source
 
-    source = open_source(spec, seed, image_size)
+    source = open_source(spec, seed)
     images, captions, skipped = [], [], []
     in_row = BadInRow(MAX_BAD_IN_ROW)
     for item in source.items(0, 0, 1):
@@ -141,9 +141,7 @@ def run(args: argparse.Namespace) -> int:
             metrics.update(images=len(indices), classes=len(classes))
             skipped = [f"{printable(paths[i])}: {printable(error)}" for i, error in failures]
     else:
-        images, captions, skipped = _retrieval_pairs(
-            args.data, args.num_samples, args.seed, model.config.vision_config.image_size
-        )
+        images, captions, skipped = _retrieval_pairs(args.data, args.num_samples, args.seed)
         with progress_bar(len(images), args.quiet) as bar:
             metrics = evaluate.retrieval_metrics(
                 model,

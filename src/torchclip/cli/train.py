@@ -30,6 +30,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--data", default=None, help="'synthetic', a .csv/.tsv of (path, caption), a folder of image+.txt, tar shards")
     add("--model", default=None, help="checkpoint to fine-tune (HF folder, hub id, OpenAI/OpenCLIP file)")
     add("--model-config", dest="model_config", type=json.loads, default=None, help="CLIPConfig JSON for random init")
+    add("--image-size", dest="image_size", type=int, default=None,
+        help="fine-tune --model at this input size (its position embeddings resized)")  # fmt: skip
     add("--steps", type=int, default=None, help="optimiser steps")
     add("--batch-size", dest="batch_size", type=int, default=None, help="pairs per micro-batch per process")
     add("--accum-steps", dest="accum_steps", type=int, default=None, help="micro-batches per optimiser step")

@@ -103,7 +103,7 @@ def agreement_with(
     top-1 accuracies, the fraction of images given the same class, and the cosine of the two models'
     image and class embeddings (mean and min)."""
     classes = [composition_name(c, s) for c, s in all_compositions()]
-    world = SyntheticCaptions(seed=seed, split=split, image_size=reference.config.vision_config.image_size)
+    world = SyntheticCaptions(seed=seed, split=split)
     examples = [world.example(index) for index in range(per_class * len(world.pairs))]
     images, labels = [image for image, _ in examples], [classes.index(name) for _, name in examples]
     results, embeddings = {}, {}

@@ -16,6 +16,9 @@ class TrainConfig:
     output_dir: str
     model: str | None = None  # a checkpoint to fine-tune (any that torchclip loads); None: random init
     model_config: dict[str, Any] | None = None  # CLIPConfig dict for random init
+    # fine-tune `model` at another input size (pixels a side): its image position embeddings are resized
+    # bicubically and its processor resizes to it; None: the checkpoint's own size
+    image_size: int | None = None
     steps: int = 1000  # optimiser steps
     batch_size: int = 64  # pairs per micro-batch on each rank
     accum_steps: int = 1
@@ -52,6 +55,8 @@ class TrainConfig:
             raise ValueError("give a checkpoint to start from (model) or a model_config to initialise randomly")
         if self.wise_ft is not None and (self.model is None or not 0 < self.wise_ft <= 1):
             raise ValueError(f"wise_ft must be in (0, 1] and needs a starting checkpoint (model), got {self.wise_ft}")
+        if self.image_size is not None and (self.model is None or self.image_size < 1):
+            raise ValueError(f"image_size must be >= 1 and needs a starting checkpoint (model), got {self.image_size}")
         for name in ("steps", "batch_size", "accum_steps", "max_bad_in_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

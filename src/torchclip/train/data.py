@@ -264,11 +264,13 @@ class TarShards(Source):
 
 
 class SyntheticSource(IndexedSource):
-    """The procedural world of `torchclip.datasets.synthetic` (already random: no shuffling needed)."""
+    """The procedural world of `torchclip.datasets.synthetic` (already random: no shuffling needed). Its pictures
+    have the world's own pixel sizes whatever the model's input, so that models of every input size learn from
+    (and are evaluated on) the same pictures; the processor resizes them as it does photos."""
 
-    def __init__(self, seed: int = 0, image_size: int = 64, size: int = 10_000_000, style: str = "classic"):
+    def __init__(self, seed: int = 0, size: int = 10_000_000, style: str = "classic"):
         super().__init__(seed, shuffle=False)
-        self.world = SyntheticCaptions(seed=seed, split="train", image_size=image_size, size=size, style=style)
+        self.world = SyntheticCaptions(seed=seed, split="train", size=size, style=style)
 
     def __len__(self) -> int:
         return len(self.world)
@@ -280,13 +282,13 @@ class SyntheticSource(IndexedSource):
         return self.world.example(item.payload)
 
 
-def open_source(spec: str, seed: int = 0, image_size: int = 224) -> Source:
+def open_source(spec: str, seed: int = 0) -> Source:
     """A source from a data spec: "synthetic" (classic pictures), "synthetic-varied" (varied drawing styles),
     a .csv/.tsv file, a folder of image+.txt, or tar shards."""
     if spec == "synthetic":
-        return SyntheticSource(seed, image_size)
+        return SyntheticSource(seed)
     if spec == "synthetic-varied":
-        return SyntheticSource(seed, image_size, style="varied")
+        return SyntheticSource(seed, style="varied")
     if spec.endswith(".tar") or "{" in spec or "::" in spec or any(ch in spec for ch in "*?["):
         return TarShards(spec, seed)
     path = Path(spec)
@@ -394,12 +396,12 @@ class PairBatches(IterableDataset):
 
 
 def batch_loader(
-    processor: Any, image_size: int, config: TrainConfig, env: Distributed, positions: list[int], consumed: int
+    processor: Any, config: TrainConfig, env: Distributed, positions: list[int], consumed: int
 ) -> torch.utils.data.DataLoader:
     """The run's batches: `config.workers` DataLoader processes (or the main one), each making the
     batches of its own stream, which starts at its entry of `positions`; `consumed` batches came before."""
     batches = PairBatches(
-        open_source(config.data, config.seed, image_size),
+        open_source(config.data, config.seed),
         processor,
         config.batch_size,
         rank=env.rank,

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchclip.config import CLIPConfig
+from torchclip.config import CLIPConfig, CLIPVisionConfig
 from torchclip.convert import load
 from torchclip.distributed import Distributed
 from torchclip.image_processor import CLIPImageProcessor
 from torchclip.modeling import CLIPModel
+from torchclip.modeling.layers import resize_position_embeddings
 from torchclip.processor import CLIPProcessor
 from torchclip.train.config import TrainConfig
 
@@ -47,10 +48,32 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
     """The checkpoint in `model` (any that torchclip loads, in float32, with its processor), or a fresh
     model from `model_config` with the standard processor sized for it."""
     if config.model is not None:
-        return load(config.model, device="cpu", dtype=torch.float32)
+        model, processor = load(config.model, device="cpu", dtype=torch.float32)
+        if config.image_size is not None:
+            resize_image_input(model, processor, config.image_size)
+        return model, processor
     model = CLIPModel(CLIPConfig.from_dict(config.model_config or {}))
     side = model.config.vision_config.image_size
     return model, CLIPProcessor(CLIPImageProcessor(size=side, crop_size=side))
+
+
+@torch.no_grad()
+def resize_image_input(model: nn.Module, processor: Any, side: int) -> None:
+    """Make a ViT `model` and its processor take `side` x `side` pixels, to fine-tune at another resolution:
+    the patch grid's position embeddings resized bicubically (`resize_position_embeddings`, as timm and
+    OpenCLIP do it), the patch embedding kept, the processor's resize and centre crop set to `side`."""
+    vision = model.config.vision_config
+    if not isinstance(vision, CLIPVisionConfig):
+        raise ValueError(f"image_size resizes a ViT image tower's input, not a {vision.model_type} one")
+    if side % vision.patch_size:
+        raise ValueError(f"image_size {side} is not a multiple of the model's patch size {vision.patch_size}")
+    embeddings = model.vision_model.embeddings
+    grid = side // vision.patch_size
+    weight = resize_position_embeddings(embeddings.position_embedding.weight, grid, grid)
+    embeddings.position_embedding = nn.Embedding.from_pretrained(weight.clone(), freeze=False)
+    embeddings.image_size = vision.image_size = side
+    processor.image_processor.size = {"shortest_edge": side}
+    processor.image_processor.crop_size = {"height": side, "width": side}
 
 
 def lock_tower(model: nn.Module, tower: str) -> None:

@@ -71,7 +71,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         state = resume_run(out, model, optimizer, env, config.streams)
         step, consumed, positions = state.step, state.consumed_batches, list(state.positions[env.rank])
         metrics.keep_until(step)
-    loader = batch_loader(processor, model.config.vision_config.image_size, config, env, positions, consumed)
+    loader = batch_loader(processor, config, env, positions, consumed)
     data = iter(loader)
     if state is not None:  # after the loader has drawn its workers' seeds, as the uninterrupted run's did at step 0
         restore_rng(state.rng, device)
