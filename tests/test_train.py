@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from apps_fixtures import TINY
+from apps_fixtures import TINY, save_tiny_model
 
 from torchclip.config import CLIPConfig
 from torchclip.image_processor import CLIPImageProcessor
@@ -253,11 +253,9 @@ def test_fine_tuning_at_another_image_size_resizes_the_position_embeddings(tmp_p
     to 48. With lr 0 nothing trains, so the exported model must embed 48 px pictures exactly as the starting
     one does with `interpolate_pos_encoding=True` (the model's own bicubic resizing, parity-tested against
     transformers)."""
-    start = tiny_model(5).eval()
-    start.save_pretrained(tmp_path / "start")
-    CLIPProcessor(CLIPImageProcessor(size=32, crop_size=32)).save_pretrained(tmp_path / "start")
+    start = save_tiny_model(tmp_path / "start", seed=5)
     config = run_config(
-        tmp_path, "wider", steps=2, workers=0, lr=0.0, model=str(tmp_path / "start"), model_config=None, image_size=48
+        tmp_path, "wider", steps=2, workers=0, lr=0.0, model=str(start), model_config=None, image_size=48
     )
     train(config)
     exported = CLIPModel.from_pretrained(tmp_path / "wider" / "model").eval()
@@ -267,17 +265,15 @@ def test_fine_tuning_at_another_image_size_resizes_the_position_embeddings(tmp_p
     assert processor["size"] == {"shortest_edge": 48} and processor["crop_size"] == {"height": 48, "width": 48}
     pixels = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = start.get_image_features(pixels, interpolate_pos_encoding=True)
+        expected = tiny_model(5).eval().get_image_features(pixels, interpolate_pos_encoding=True)
         torch.testing.assert_close(exported.get_image_features(pixels), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_image_size_that_the_patches_do_not_tile_is_refused(tmp_path):
     from torchclip.train.model import build_model_and_processor
 
-    start = tiny_model(5)
-    start.save_pretrained(tmp_path / "start")
-    CLIPProcessor(CLIPImageProcessor(size=32, crop_size=32)).save_pretrained(tmp_path / "start")
-    config = run_config(tmp_path, "odd", model=str(tmp_path / "start"), model_config=None, image_size=50)
+    start = save_tiny_model(tmp_path / "start", seed=5)
+    config = run_config(tmp_path, "odd", model=str(start), model_config=None, image_size=50)
     with pytest.raises(ValueError, match="image_size 50 is not a multiple of the model's patch size 8"):
         build_model_and_processor(config)
     with pytest.raises(ValueError, match="image_size"):
