@@ -61,10 +61,12 @@ SYNTHETIC_SMALL_VARIED: dict[str, Any] = {
     "precision": "fp32",
     "lock_text": True,
     "save_every": 500,
-    # the trained image tower mixed 9:1 with the starting one: held-out pairs in the classic style 89.5% -> 91.5%
-    # for at most 2.5 points less on varied and unseen styles (alpha chosen on evaluation seed 4321, not on the
-    # model card's 1234, for the model of 2026-12-02, and kept for the widened world's rerun; docs/training.md)
-    "wise_ft": 0.9,
+    # 96 px input (position embeddings resized bicubically from stage 1's 64 px): small shapes get 1.5x the
+    # pixels per patch. Against the 64 px run of 2026-12-06 mixed 9:1 with stage 1, on evaluation seed 4321:
+    # classic held-out pairs 93.0% -> 95.25%, never-seen styles 82.6% -> 89.7% (docs/training.md). Not mixed
+    # with the start (WiSE-FT): at 96 px stage 1 is a worse model than at 64 px, and every mix scored lower
+    # (alpha 0.9: 93.75%, 87.35%).
+    "image_size": 96,
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
