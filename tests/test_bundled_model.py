@@ -5,7 +5,7 @@ colours with no outline, white / light grey / mid grey / dark backgrounds, shape
 position and rotation. They are classified among 12 of the model's trained colour x shape labels through
 `torchclip classify`, as a user would. Measured: the model trained on the classic drawing style alone got
 31 of these 48 right (most misses: a star or circle called a square); the one fine-tuned on varied styles
-too (the bundled one since 2026-12-02), 46 of 48.
+too (the bundled one from 2026-12-02), 46 of 48; the one fine-tuned at 96 px (bundled since 2026-12-07), 48.
 """
 
 from __future__ import annotations
