@@ -46,7 +46,7 @@ def zero_shot_agreement(model32, model16, processor, per_class: int) -> dict[str
     from torchclip.datasets.synthetic import SyntheticCaptions, all_compositions, composition_name
 
     classes = [composition_name(c, s) for c, s in all_compositions()]
-    world = SyntheticCaptions(seed=1234, split="heldout", image_size=model32.config.vision_config.image_size)
+    world = SyntheticCaptions(seed=1234, split="heldout")  # the world's own pixel sizes, as in training
     examples = [world.example(i) for i in range(per_class * len(world.pairs))]
     labels = torch.tensor([classes.index(name) for _, name in examples])
     images = [image for image, _ in examples]
