@@ -183,7 +183,10 @@ def profile(paths: list[Path], repeats: int) -> None:
             ip._resize_and_crop(image, s, b, 3) for image, s, b in zip(decoded, sizes, boxes, strict=True)
         ],
         "to uint8 array": lambda: [np.asarray(image) for image in cropped],
-        "stack + normalise (fused addcmul)": lambda: ip._normalise(np.stack(arrays), scale, shift),
+        "stack + normalise, torch multiply-add (channels-last batch)": lambda: ip._multiply_add(
+            torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), scale, shift
+        ),
+        "stack + normalise, table lookup (what a call runs)": lambda: ip._normalise(np.stack(arrays), scale, shift),
         "whole exact path, 1 thread": lambda: CLIPImageProcessor()(paths, return_tensors="pt", num_workers=1),
     }
     print(f"\n4. exact path per step, 1 thread, CPU ms per photo ({len(paths)} JPEGs)")

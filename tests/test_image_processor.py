@@ -172,6 +172,21 @@ def test_uint8_pixels_then_rescale_and_normalize_equal_a_call_exactly():
         processor.uint8_pixels([images[0], b"not an image"])
 
 
+def test_every_8bit_level_normalises_to_the_multiply_add_floats():
+    """A call looks each pixel up in a 256-entry table per channel; every level of every channel, across
+    several batches and settings, must be the float that the multiply-add on the pixels itself gives."""
+    rng = np.random.default_rng(7)
+    arrays = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    arrays[0][:16, :16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)  # every level in all three channels
+    for settings in ({}, {"image_mean": [0.5, 0.4, 0.3], "image_std": 0.25}, {"do_normalize": False}):
+        processor = CLIPImageProcessor(do_resize=False, do_center_crop=False, **settings)
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        expected = processor.rescale_and_normalize(pixels)
+        assert torch.equal(processor(arrays, return_tensors="pt").pixel_values, expected), settings
+        single = processor(arrays[1], return_tensors=None).pixel_values[0]
+        assert np.array_equal(single, expected[1].numpy()), settings
+
+
 def test_rescale_and_custom_normalization():
     image = Image.open(source_path("photo_coffee"))
     pixels = golden_pixels("photo_coffee").astype(np.float64)

@@ -383,17 +383,20 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel, reading the
-    8-bit pixels once."""
-    pixels = torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2)
-    return _multiply_add(pixels, scale, shift, out=torch.empty(pixels.shape, dtype=torch.float32))
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel. An 8-bit pixel has
+    256 values, so `_multiply_add` computes them once per channel and each pixel is looked up: the same
+    floats as computing each one (tests/test_image_processor.py), in a seventh of the time of torch's
+    multiply-add over the channels-last batch (`bench_image_processor.py` section 4, "stack + normalise")."""
+    from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import: only image work pays it
+
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, len(scale), 256, 1)
+    table = _multiply_add(levels, scale, shift)[0, :, :, 0].numpy()
+    return torch.from_numpy(vectorised.lookup_channels_first(batch, table))
 
 
-def _multiply_add(
-    pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def _multiply_add(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rescale and normalise [N, C, H, W] pixels in one fused pass (within 3e-7 of divide-subtract-divide)."""
-    return torch.addcmul(shift[:, None, None], pixels, scale[:, None, None], out=out)
+    return torch.addcmul(shift[:, None, None], pixels, scale[:, None, None])
 
 
 # ---------------------------------------------------------------------- input checking and decoding
@@ -619,10 +622,11 @@ _VECTORISED_FILTERS = {
 
 
 def warm_up() -> None:
-    """Load the compiled resize now rather than at the first image: numba's import and kernels cost ~0.9 s
-    once per process (~6 s on a machine's first run, which compiles them). A server calls this before it
-    takes requests, so that its first image query is not the slow one."""
+    """Load the compiled resize and pixel lookup now rather than at the first image: numba's import and
+    kernels cost ~0.9 s once per process (~6 s on a machine's first run, which compiles them). A server
+    calls this before it takes requests, so that its first image query is not the slow one."""
     _vectorised_matches_pillow()
+    _normalise(np.zeros((1, 1, 1, 3), np.uint8), torch.ones(3), torch.zeros(3))
 
 
 @functools.cache

@@ -25,7 +25,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "resize_and_crop"]
+__all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "lookup_channels_first", "resize_and_crop"]
 
 PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 (8 bits of result, 2 of headroom for negative lobes)
 _HALF = 1 << (PRECISION_BITS - 1)
@@ -253,3 +253,27 @@ def resize_and_crop(
     out = np.empty((bottom - top, (right - left) * bands), np.uint8)
     _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
     return out.reshape(bottom - top, right - left, bands)
+
+
+@_compiled()
+def _lookup(pixels: np.ndarray, table: np.ndarray, out: np.ndarray):
+    for n in range(pixels.shape[0]):
+        for c in range(pixels.shape[3]):
+            values = table[c]
+            for y in range(pixels.shape[1]):
+                row = pixels[n, y]
+                line = out[n, c, y]
+                for x in range(pixels.shape[2]):
+                    line[x] = values[row[x, c]]
+
+
+def lookup_channels_first(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] with out[n, c, y, x] = table[c, pixels[n, y, x, c]].
+
+    The processor's last step (rescale and normalise) takes only 256 values per channel, so it is a table
+    computed once and looked up here, in the same pass that moves channels first. It lives beside the
+    resize because it is compiled and cached the same way.
+    """
+    out = np.empty((pixels.shape[0], pixels.shape[3], pixels.shape[1], pixels.shape[2]), np.float32)
+    _lookup(np.ascontiguousarray(pixels), np.ascontiguousarray(table, dtype=np.float32), out)
+    return out
