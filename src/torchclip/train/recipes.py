@@ -55,7 +55,9 @@ SYNTHETIC_SMALL: dict[str, Any] = {
 SYNTHETIC_SMALL_VARIED: dict[str, Any] = {
     **{name: value for name, value in SYNTHETIC_SMALL.items() if name != "model_config"},
     "data": "synthetic-varied",
-    "steps": 5000,
+    # 8000 steps (1 h 54 min here): against 5000 on evaluation seed 4321, classic held-out pairs 95.25% both,
+    # never-seen styles 89.65% -> 93.4%, varied held-out 85.25% -> 89.5% (docs/training.md).
+    "steps": 8000,
     "lr": 2e-4,
     "warmup_steps": 200,
     "precision": "fp32",
