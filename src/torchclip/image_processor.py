@@ -385,7 +385,7 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel. An 8-bit pixel has
     256 values, so `_multiply_add` computes them once per channel and each pixel is looked up: the same
-    floats as computing each one (tests/test_image_processor.py), in a seventh of the time of torch's
+    floats as computing each one (tests/test_image_processor.py), in 4-8x less time than torch's
     multiply-add over the channels-last batch (`bench_image_processor.py` section 4, "stack + normalise")."""
     from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import: only image work pays it
 
