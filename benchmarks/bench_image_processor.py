@@ -186,7 +186,9 @@ def profile(paths: list[Path], repeats: int) -> None:
         "stack + normalise, torch multiply-add (channels-last batch)": lambda: ip._multiply_add(
             torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), scale, shift
         ),
-        "stack + normalise, table lookup (what a call runs)": lambda: ip._normalise(np.stack(arrays), scale, shift),
+        "stack + normalise, table lookup (what a call runs)": lambda: ip._normalise(
+            np.stack(arrays), ip._level_table(scale, shift)
+        ),
         "whole exact path, 1 thread": lambda: CLIPImageProcessor()(paths, return_tensors="pt", num_workers=1),
     }
     print(f"\n4. exact path per step, 1 thread, CPU ms per photo ({len(paths)} JPEGs)")

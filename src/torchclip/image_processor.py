@@ -303,13 +303,13 @@ class CLIPImageProcessor:
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         settings = self._call_settings(overrides)
-        scale, shift = self._scale_and_shift(**overrides)
+        table = _level_table(*self._scale_and_shift(**overrides))
         if data_format not in ("channels_first", "ChannelDimension.FIRST"):
             raise ValueError(f"data_format must be 'channels_first' (CLIP's pixel_values), got {data_format!r}")
         arrays = self._resize_and_crop_all(images, settings, num_workers, input_data_format)
         if return_tensors is None:
-            return BatchFeature(pixel_values=[_normalise(array[None], scale, shift)[0].numpy() for array in arrays])
-        pixel_values = _normalise(_stack(arrays), scale, shift)
+            return BatchFeature(pixel_values=[_normalise(array[None], table)[0].numpy() for array in arrays])
+        pixel_values = _normalise(_stack(arrays), table)
         return BatchFeature(pixel_values=pixel_values if return_tensors == "pt" else pixel_values.numpy())
 
     def uint8_pixels(self, images: ImageInput, num_workers: int | None = None, **overrides: Any) -> torch.Tensor:
@@ -382,15 +382,19 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def _normalise(batch: np.ndarray, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float32 [N, C, H, W] as `pixel * scale + shift` per channel. An 8-bit pixel has
-    256 values, so `_multiply_add` computes them once per channel and each pixel is looked up: the same
-    floats as computing each one (tests/test_image_processor.py), in 4-8x less time than torch's
-    multiply-add over the channels-last batch (`bench_image_processor.py` section 4, "stack + normalise")."""
+def _level_table(scale: torch.Tensor, shift: torch.Tensor) -> np.ndarray:
+    """float32 [C, 256]: `_multiply_add` of each 8-bit level, per channel. An 8-bit pixel has 256 values, so
+    a call computes them once and `_normalise` looks each pixel up."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, len(scale), 256, 1)
+    return _multiply_add(levels, scale, shift)[0, :, :, 0].numpy()
+
+
+def _normalise(batch: np.ndarray, table: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W], each pixel looked up in its channel's `_level_table`: the
+    same floats as the multiply-add on each pixel (tests/test_image_processor.py), in 4-8x less time than
+    torch's multiply-add over the channels-last batch (`bench_image_processor.py` section 4)."""
     from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import: only image work pays it
 
-    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, len(scale), 256, 1)
-    table = _multiply_add(levels, scale, shift)[0, :, :, 0].numpy()
     return torch.from_numpy(vectorised.lookup_channels_first(batch, table))
 
 
@@ -626,7 +630,7 @@ def warm_up() -> None:
     kernels cost ~0.9 s once per process (~6 s on a machine's first run, which compiles them). A server
     calls this before it takes requests, so that its first image query is not the slow one."""
     _vectorised_matches_pillow()
-    _normalise(np.zeros((1, 1, 1, 3), np.uint8), torch.ones(3), torch.zeros(3))
+    _normalise(np.zeros((1, 1, 1, 3), np.uint8), _level_table(torch.ones(3), torch.zeros(3)))
 
 
 @functools.cache
