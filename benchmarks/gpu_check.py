@@ -8,10 +8,12 @@ nvJPEG); every step states what it measured and prints one table row. Steps:
 1. parity: the device in fp32 against the CPU in fp32 (same random weights; image and text embeddings and
    logits), max abs difference <= 1e-4, per model size;
 2. images/s and texts/s, torchclip vs transformers, fp32 / bf16 / fp16 (fp16 on CUDA only), per model size;
-3. preprocessing images/s: the exact CPU processor (threads) and, with a CUDA device and torchvision, nvJPEG
-   decode + GPU resize/crop (the approximate path), with its distance from the exact pixels in 8-bit levels;
+3. preprocessing images/s: the exact CPU processor (threads); the tensor resize + crop on the device from
+   Pillow-decoded pixels, which must be bit-exact; with a CUDA device and torchvision, nvJPEG decode alone
+   and the device path (nvJPEG + device resize, `fast_jpeg_decode`), with its distance from the exact
+   pixels in 8-bit levels (the JPEG decoder's);
 4. a folder of JPEGs end to end (`embed_image_files`) against model-only, exact and (CUDA) device-decoded.
-Exit code 1 when a parity check fails.
+Exit code 1 when a parity check fails or the device resize is not bit-exact.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from bench_image_processor import make_photo_folder  # noqa: E402
 from torchclip.bench import interleaved, realistic_captions  # noqa: E402
 from torchclip.config import CLIPConfig  # noqa: E402
 from torchclip.embed import embed_image_files  # noqa: E402
-from torchclip.image_files import resize_and_crop_tensor  # noqa: E402
+from torchclip.image_files import JpegBytesOrPixels, _decode_on_device, _nvjpeg_decoder  # noqa: E402
 from torchclip.image_processor import OPENAI_CLIP_STD, CLIPImageProcessor  # noqa: E402
 from torchclip.modeling import CLIPModel  # noqa: E402
 from torchclip.tokenizer import CLIPTokenizer  # noqa: E402
@@ -149,45 +151,50 @@ def model_rates(path: Path, device: torch.device, dtypes: list[torch.dtype], bat
     return rows
 
 
-def preprocessing(paths: list[Path], device: torch.device, repeats: int) -> list[str]:
-    """Rows: exact CPU processor images/s, and the device path (nvJPEG + GPU resize) with its pixel error."""
-    processor = CLIPImageProcessor()
+def preprocessing(paths: list[Path], device: torch.device, repeats: int) -> tuple[list[str], bool]:
+    """Rows: the exact CPU processor's images/s; the tensor resize + crop on this device from Pillow-decoded
+    pixels (must be bit-exact: the second value is False when it is not); and with CUDA and torchvision the
+    device path as `embed_image_files` runs it (nvJPEG decode + device resize), whose one difference from
+    the exact pixels is the JPEG decoder."""
+    exact_processor, processor = CLIPImageProcessor(), CLIPImageProcessor(fast_jpeg_decode=True)
+    exact = exact_processor.uint8_pixels(paths)
     rows = []
-    exact = processor(paths, return_tensors="pt", do_rescale=False, do_normalize=False).pixel_values
-    rate = interleaved({"exact": lambda: processor(paths, return_tensors="pt")}, len(paths), repeats)["exact"]
-    rows.append(f"| exact CPU processor ({os.cpu_count()} cores) | {rate:.1f} img/s | 0 (the reference) |")
-    # the approximate resize on this device, from Pillow-decoded pixels: its distance from the exact ones
+    rate = interleaved({"exact": lambda: exact_processor(paths, return_tensors="pt")}, len(paths), repeats)["exact"]
+    rows.append(f"| exact CPU processor ({os.cpu_count()} cores, JPEGs decoded by Pillow) | {rate:.1f} img/s | 0 |")
     decoded = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1) for p in paths]
-    on_device = [image.to(device) for image in decoded]
-    approximate = torch.stack([resize_and_crop_tensor(image, processor) for image in on_device]).cpu()
-    levels = (approximate - exact).abs()
+    on_device = [image.to(device)[None] for image in decoded]
+    resized = torch.cat([processor.resize_and_crop_tensors(image) for image in on_device]).cpu()
+    worst = (resized.int() - exact.int()).abs().max().item()
     rate = interleaved(
-        {"resize": timed(lambda: [resize_and_crop_tensor(i, processor) for i in on_device], device)},
+        {"resize": timed(lambda: [processor.resize_and_crop_tensors(i) for i in on_device], device)},
         len(paths),
         repeats,
     )["resize"]
     rows.append(
-        f"| torch antialiased bicubic resize + crop on {device.type} (decoded input) | {rate:.1f} img/s "
-        f"| mean {levels.mean().item():.3f}, max {levels.max().item():.0f} levels |"
+        f"| tensor resize + crop on {device.type}, one image at a time (Pillow-decoded input) | {rate:.1f} img/s "
+        f"| max {worst} ({'bit-exact: PASS' if worst == 0 else 'NOT bit-exact: FAIL'}) |"
     )
-    if device.type == "cuda":
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-        data = [read_file(str(p)) for p in paths]
-
-        def gpu_path() -> torch.Tensor:
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            return torch.stack([resize_and_crop_tensor(image, processor) for image in images])
-
-        levels = (gpu_path().cpu() - exact).abs()
-        rate = interleaved({"gpu": timed(gpu_path, device)}, len(paths), repeats)["gpu"]
+    decoder = _nvjpeg_decoder()
+    if device.type == "cuda" and decoder is not None:
+        files = JpegBytesOrPixels(paths, processor)
+        items = [files[index] for index in range(len(paths))]  # what the workers hand over: the files' bytes
+        data = [item[1] for item in items]
+        rate = interleaved({"decode": timed(lambda: decoder(data, device), device)}, len(paths), repeats)["decode"]
+        rows.append(f"| nvJPEG decode alone | {rate:.1f} img/s | - |")
+        batch = _decode_on_device(items, files, device, decoder)
+        levels = (batch.pixels.cpu().float() - exact.float()).abs()
+        rate = interleaved(
+            {"device path": timed(lambda: _decode_on_device(items, files, device, decoder), device)},
+            len(paths),
+            repeats,
+        )["device path"]
         rows.append(
-            f"| nvJPEG decode + GPU resize + crop | {rate:.1f} img/s "
-            f"| mean {levels.mean().item():.3f}, max {levels.max().item():.0f} levels |"
+            f"| device path: nvJPEG decode + {device.type} resize + crop (fast_jpeg_decode) | {rate:.1f} img/s "
+            f"| mean {levels.mean().item():.3f}, max {levels.max().item():.0f} (the JPEG decoder) |"
         )
     std = torch.tensor(OPENAI_CLIP_STD)
     rows.append(f"(1 level = {1 / 255 / std.max().item():.4f} to {1 / 255 / std.min().item():.4f} normalised)")
-    return rows
+    return rows, worst == 0
 
 
 def end_to_end(path: Path, paths: list[Path], device: torch.device, dtype: torch.dtype, batch: int) -> list[str]:
@@ -246,12 +253,14 @@ def main() -> int:
             link = folder / "photos" / f"{index:05d}.jpg"
             os.link(made[index % len(made)], link)
             photos.append(link)
-        print(f"\n| preprocessing, {min(len(photos), batch)} JPEGs | rate | vs exact pixels |\n|---|---:|---|")
-        print("\n".join(preprocessing(photos[:batch], device, repeats)))
+        print(f"\n| preprocessing, {min(len(photos), batch)} JPEGs | rate | vs exact pixels (levels) |\n|---|---:|---|")
+        rows, exact = preprocessing(photos[:batch], device, repeats)
+        print("\n".join(rows))
+        failed |= not exact
         print(f"\n| {len(photos)} JPEGs end to end (batch {batch}) | images/s | vs model-only |\n|---|---:|---:|")
         for dtype in [torch.float32, torch.float16] if device.type == "cuda" else [torch.float32]:
             print("\n".join(end_to_end(models[sizes[0]], photos, device, dtype, batch)))
-    print("\nparity:", "FAIL" if failed else "PASS")
+    print("\nparity and exactness:", "FAIL" if failed else "PASS")
     return 1 if failed else 0
 
 

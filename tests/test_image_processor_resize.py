@@ -1,6 +1,7 @@
 """The crop-aware resize (`_resize_and_crop`, torchclip.resample's vectorised Pillow arithmetic) is
 bit-identical to Pillow's `resize(...).crop(...)`: checked on many random sizes, both pass orders, every
-8-bit mode and the resampling filters."""
+8-bit mode and the resampling filters. So is its torch form for tensors on any device
+(`resize_and_crop_tensor`, the GPU path's resize), checked here on the CPU."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image
 
 from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size, _vectorised_matches_pillow
-from torchclip.resample import _compiled, horizontal_first
+from torchclip.resample import _compiled, horizontal_first, resize_and_crop_tensor
 
 MODES = ("RGB", "L", "RGBA", "LA", "CMYK")
 
@@ -143,3 +145,64 @@ def test_warm_up_loads_every_kernel_an_image_needs():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = result.stdout.strip().split("] [")
     assert before.strip("[") == after.strip("]") and "0" not in before, result.stdout
+
+
+# ---------------------------------------------------------------------- the same arithmetic on tensors
+
+
+def as_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 [C, H, W] of an image's bands."""
+    return torch.from_numpy(np.asarray(image).reshape(image.size[1], image.size[0], -1).copy()).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "resample",
+    [
+        Image.Resampling.BICUBIC,
+        Image.Resampling.BILINEAR,
+        Image.Resampling.LANCZOS,
+        Image.Resampling.BOX,
+        Image.Resampling.HAMMING,
+    ],
+)
+def test_tensor_resize_is_pillows_on_arbitrary_sizes_crops_and_filters(resample):
+    """`resize_and_crop_tensor` (what runs on a GPU) against Pillow itself, on RGB and greyscale: up- and
+    downscaling, one axis or both, both pass orders, off-centre and one-pixel crops."""
+    rng = np.random.default_rng(100 + int(resample))
+    orders = set()
+    for trial in range(60):
+        size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        new_size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        if trial % 5 == 0:
+            new_size = (size[0], new_size[1])
+        elif trial % 5 == 1:
+            new_size = (new_size[0], size[1])
+        left, right = sorted(int(v) for v in rng.choice(new_size[0] + 1, 2, replace=new_size[0] == 0))
+        top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
+        box = (left, top, max(right, left + 1), max(bottom, top + 1))
+        image = random_image(rng, size, ("RGB", "L")[trial % 2])
+        out = resize_and_crop_tensor(as_tensor(image), new_size, box, resample)
+        assert out.dtype == torch.uint8
+        assert torch.equal(out, as_tensor(image.resize(new_size, resample).crop(box))), (size, new_size, box)
+        orders.add(horizontal_first(size, new_size))
+    assert orders == {True, False}
+
+
+def test_tensor_resize_of_a_batch_in_slices_is_each_images_own(monkeypatch):
+    """A batch of same-sized photos [N, 3, H, W], with the gathered windows cut into many slices (a small
+    memory bound), gives each photo's own Pillow result, in both pass orders."""
+    monkeypatch.setattr("torchclip.resample._WINDOW_ELEMENTS", 5000)  # one row per slice
+    rng = np.random.default_rng(7)
+    for size, target in (((640, 427), 224), ((300, 900), 224)):
+        images = [random_image(rng, size, "RGB") for _ in range(3)]
+        new_size = _resized_size(*size, {"shortest_edge": target})
+        box = _crop_box(*new_size, {"height": target, "width": target}, "openai")
+        batch = torch.stack([as_tensor(image) for image in images])
+        out = resize_and_crop_tensor(batch, new_size, box, Image.Resampling.BICUBIC)
+        for image, got in zip(images, out, strict=True):
+            assert torch.equal(got, as_tensor(image.resize(new_size, Image.Resampling.BICUBIC).crop(box)))
+
+
+def test_tensor_resize_refuses_a_crop_outside_the_image():
+    with pytest.raises(ValueError, match=r"crop box \(0, 0, 11, 10\) is not inside the resized image \(10, 10\)"):
+        resize_and_crop_tensor(torch.zeros(3, 20, 20, dtype=torch.uint8), (10, 10), (0, 0, 11, 10), 3)

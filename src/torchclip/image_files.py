@@ -16,9 +16,11 @@ that cannot be decoded is reported with its error and skipped; it never stops th
 
 On a CUDA device the batches are pinned and copied asynchronously while the workers prefetch the next ones.
 With `fast_jpeg_decode` on a CUDA device (`torchclip embed --device cuda --fast-decode`) the workers only read
-the files' bytes: JPEGs are decoded on the GPU (torchvision's nvJPEG `decode_jpeg`), other formats by Pillow,
-and resizing and cropping run on the GPU with torch's antialiased bicubic, the approximate path
-(`resize_and_crop_tensor`; its distance from the exact pixels is measured by benchmarks/gpu_check.py).
+the headers and bytes of RGB and greyscale JPEGs: those are decoded on the GPU in one batch (torchvision's
+nvJPEG `decode_jpeg`), and resized and cropped there with Pillow's own integer arithmetic
+(`CLIPImageProcessor.resize_and_crop_tensors`, bit for bit the CPU path's resize). So the one difference
+from the exact pixels is the JPEG decoder (nvJPEG's IDCT and chroma upsampling against libjpeg-turbo's;
+benchmarks/gpu_check.py measures it). Other files are decoded exactly by the workers, as on the CPU path.
 Without a GPU or torchvision, the same call runs the CPU path.
 """
 
@@ -32,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from torchclip.image_processor import _crop_box, _resized_size
+from torchclip.image_processor import DECODING_ERRORS, decoding_failure
+from torchclip.resample import FILTER_SUPPORT
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,7 +49,6 @@ __all__ = [
     "find_images",
     "is_image_file",
     "pixel_batches",
-    "resize_and_crop_tensor",
 ]
 
 # Files with these extensions are always tried (and reported when unreadable); other files count as
@@ -138,27 +139,30 @@ def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-class FileBytes(Dataset):
-    """Image files -> (index, the file's bytes as a uint8 tensor or None, error or None): all the workers do
-    when the device decodes."""
+class JpegBytesOrPixels(ImageFiles):
+    """Image files -> (index, a JPEG's bytes as a uint8 tensor or None, exact uint8 pixels or None, error or
+    None), for the device path: RGB and greyscale JPEGs are only read (their header checked by Pillow,
+    decompression-bomb limit included), to be decoded on the device; any other file is decoded here exactly,
+    as `ImageFiles` does."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike]):
-        self.paths = [Path(p) for p in paths]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None, str | None]:
         try:
             data = self.paths[index].read_bytes()
-        except OSError as exc:
-            return index, None, f"could not be read: {exc}"
-        if not data:
-            return index, None, "the file is empty (0 bytes)"
-        return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only: format, mode and size
+                modes = ("RGB", "L") if self.image_processor.do_convert_rgb else ("RGB",)
+                jpeg = header.format in ("JPEG", "MPO") and header.mode in modes
+        except DECODING_ERRORS as exc:
+            return index, None, None, decoding_failure(exc)
+        if jpeg:
+            return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), None, None
+        return (index, None, *self.exact(index)[1:])
+
+    def exact(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        """The file decoded on the CPU, exactly (`ImageFiles`' item)."""
+        return super().__getitem__(index)
 
 
-def _collate_bytes(items: list) -> list:
+def _collate_as_list(items: list) -> list:
     return items
 
 
@@ -172,57 +176,48 @@ def _nvjpeg_decoder() -> Callable | None:
 
 
 def _decodes_on_device(device: torch.device, image_processor: Any) -> bool:
-    return device.type == "cuda" and bool(image_processor.fast_jpeg_decode) and _nvjpeg_decoder() is not None
-
-
-def resize_and_crop_tensor(image: torch.Tensor, image_processor: Any) -> torch.Tensor:
-    """The approximate device path: a uint8 [3, H, W] image on any device -> float [3, h, w] holding 8-bit
-    values (rounded and clamped, like Pillow's output), resized with torch's antialiased bicubic (what
-    torchvision's Resize does on tensors) and centre-cropped with the processor's size rules and offsets.
-    Close to, not equal to, Pillow's fixed-point filter: benchmarks/gpu_check.py measures the difference."""
-    pixels = image[None].float()
-    if image_processor.do_resize:
-        width, height = _resized_size(image.shape[2], image.shape[1], image_processor.size)
-        if (width, height) != (image.shape[2], image.shape[1]):
-            pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True)
-            pixels = pixels.round_().clamp_(0, 255)
-    if image_processor.do_center_crop:
-        height, width = pixels.shape[2:]
-        left, top, right, bottom = _crop_box(width, height, image_processor.crop_size, image_processor.pipeline)
-        out = pixels.new_zeros(1, 3, bottom - top, right - left)
-        x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
-        out[:, :, y0 - top : y1 - top, x0 - left : x1 - left] = pixels[:, :, y0:y1, x0:x1]
-        pixels = out
-    return pixels[0]
+    return (
+        device.type == "cuda"
+        and bool(image_processor.fast_jpeg_decode)
+        and int(image_processor.resample) in FILTER_SUPPORT
+        and _nvjpeg_decoder() is not None
+    )
 
 
 def _decode_on_device(
-    items: list[tuple[int, torch.Tensor | None, str | None]], device: torch.device, image_processor: Any
-) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    """File bytes -> (indices, float 8-bit pixels [N, 3, h, w] on `device`, failures). JPEGs go to nvJPEG as
-    one batch; anything else (or a JPEG nvJPEG refuses) is decoded by Pillow and sent to the device."""
-    decode = _nvjpeg_decoder()
-    failures = [(index, error) for index, data, error in items if data is None]
-    readable = [(index, data) for index, data, _ in items if data is not None]
-    jpegs = [(index, data) for index, data in readable if data[:2].tolist() == [0xFF, 0xD8]]
-    decoded: dict[int, torch.Tensor] = {}
-    if jpegs:
-        try:
-            decoded.update(zip([i for i, _ in jpegs], decode([d for _, d in jpegs], device), strict=True))
-        except RuntimeError:  # one bad JPEG fails the batch: decode one by one below
-            pass
-    for index, data in readable:
-        if index in decoded:
-            continue
-        try:
-            with Image.open(io.BytesIO(data.numpy().tobytes())) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
-            decoded[index] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).to(device)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            failures.append((index, f"could not be decoded: {type(exc).__name__}: {exc}"))
-    indices = [index for index, _ in readable if index in decoded]
-    pixels = [resize_and_crop_tensor(decoded[index], image_processor) for index in indices]
-    return indices, torch.stack(pixels) if pixels else None, sorted(failures)
+    items: list[tuple[int, torch.Tensor | None, torch.Tensor | None, str | None]],
+    files: JpegBytesOrPixels,
+    device: torch.device,
+    decode: Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]],
+) -> PixelBatch:
+    """A batch of `files`' items -> a PixelBatch on `device`. The JPEGs are decoded by `decode` (nvJPEG) in
+    one call, or one by one when that fails (one corrupt file fails the whole call; a JPEG nvJPEG cannot
+    decode goes to the exact CPU path), then resized and cropped in groups of one size on the device; the
+    workers' exact pixels join them in input order."""
+    failures = [(index, error) for index, _, _, error in items if error is not None]
+    pixels = {index: exact.to(device) for index, _, exact, _ in items if exact is not None}
+    jpegs = [(index, data) for index, data, _, _ in items if data is not None]
+    try:
+        decoded = dict(zip([index for index, _ in jpegs], decode([data for _, data in jpegs], device), strict=True))
+    except RuntimeError:
+        decoded = {}
+        for index, data in jpegs:
+            try:
+                decoded[index] = decode([data], device)[0]
+            except RuntimeError:
+                _, exact, error = files.exact(index)
+                if exact is None:
+                    failures.append((index, error))
+                else:
+                    pixels[index] = exact.to(device)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for index, image in decoded.items():
+        by_size.setdefault(tuple(image.shape), []).append(index)
+    for group in by_size.values():
+        resized = files.image_processor.resize_and_crop_tensors(torch.stack([decoded[index] for index in group]))
+        pixels.update(zip(group, resized, strict=True))
+    indices = sorted(pixels)
+    return PixelBatch(indices, torch.stack([pixels[index] for index in indices]) if indices else None, sorted(failures))
 
 
 def pixel_batches(
@@ -240,17 +235,18 @@ def pixel_batches(
     batches = math.ceil(len(paths) / batch_size)
     workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
     on_device = _decodes_on_device(device, image_processor)
+    files = (JpegBytesOrPixels if on_device else ImageFiles)(paths, image_processor)
     loader = DataLoader(
-        FileBytes(paths) if on_device else ImageFiles(paths, image_processor),
+        files,
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate_bytes if on_device else _collate,
+        collate_fn=_collate_as_list if on_device else _collate,
         pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,
     )
     for batch in loader:
         if on_device:
-            batch = PixelBatch(*_decode_on_device(batch, device, image_processor))
+            batch = _decode_on_device(batch, files, device, _nvjpeg_decoder())
         elif batch.pixels is not None:
             batch.pixels = batch.pixels.to(device, non_blocking=True)
         yield batch

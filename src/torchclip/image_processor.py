@@ -322,6 +322,28 @@ class CLIPImageProcessor:
         arrays = self._resize_and_crop_all(images, self._call_settings(overrides), num_workers, None)
         return torch.from_numpy(_stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
+    def resize_and_crop_tensors(self, images: torch.Tensor, **overrides: Any) -> torch.Tensor:
+        """Steps 2-3 on decoded images already on a device (a GPU's, where the device path decodes JPEGs):
+        same-sized uint8 RGB [N, 3, H, W] -> uint8 [N, 3, h, w], resized and centre-cropped with
+        `torchclip.resample`'s integer arithmetic on that device. Bit for bit what `uint8_pixels` gives for
+        the same decoded RGB pixels (greyscale replicated to RGB resizes the same)."""
+        from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import
+
+        settings = self._call_settings(overrides)
+        if settings.resample not in vectorised.FILTER_SUPPORT:
+            raise ValueError(f"resample={settings.resample} (nearest) has no tensor resize; use the CPU path")
+        height, width = images.shape[-2:]
+        new_size = _resized_size(width, height, settings.size) if settings.do_resize else (width, height)
+        if not settings.do_center_crop:
+            return vectorised.resize_and_crop_tensor(images, new_size, (0, 0, *new_size), settings.resample)
+        left, top, right, bottom = _crop_box(*new_size, settings.crop_size, settings.pipeline)
+        inside = (max(left, 0), max(top, 0), min(right, new_size[0]), min(bottom, new_size[1]))
+        out = images.new_zeros(*images.shape[:-2], bottom - top, right - left)  # zeros where the crop pads
+        out[..., inside[1] - top : inside[3] - top, inside[0] - left : inside[2] - left] = (
+            vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)
+        )
+        return out
+
     def rescale_and_normalize(self, pixels: torch.Tensor, **overrides: Any) -> torch.Tensor:
         """Step 5 on 8-bit pixels [N, 3, H, W] (uint8, or float holding 0..255) on any device: float32
         pixel_values, as one fused multiply-add per channel on the pixels' device."""
@@ -671,9 +693,18 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
         box = _crop_box(*new_size, settings.crop_size, settings.pipeline) if settings.do_center_crop else None
         image = _resize_and_crop(image, new_size, box or (0, 0, *new_size), settings.resample)
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except Image.DecompressionBombError as exc:
-        raise _ImageFailure(f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise _ImageFailure("is not an image Pillow can read (unknown or corrupt format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise _ImageFailure(f"could not be decoded: {type(exc).__name__}: {exc}") from exc
+    except DECODING_ERRORS as exc:
+        raise _ImageFailure(decoding_failure(exc)) from exc
+
+
+# What Pillow raises for a file it cannot read; `decoding_failure` says it in words, for every reader.
+DECODING_ERRORS = (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError)
+
+
+def decoding_failure(exc: Exception) -> str:
+    """Why an image could not be read, as the user is told it (after the image's name)."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        return "is not an image Pillow can read (unknown or corrupt format)"
+    return f"could not be decoded: {type(exc).__name__}: {exc}"

@@ -16,16 +16,28 @@ Only the output lines inside the crop box are computed, and only the input lines
 photo resized to 336x224 and centre-cropped to 224x224 takes ~3 ms against ~11 ms for Pillow's resize and
 crop (one thread; `benchmarks/bench_image_processor.py` section 5 reproduces it). The tests check every
 filter, mode, size and crop they try against Pillow itself.
+
+`resize_and_crop_tensor` is the same arithmetic in torch, for uint8 tensors on any device (a GPU's, where
+the device path decodes JPEGs): the same taps, the same int32 sums, so the same bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
+import torch
 
-__all__ = ["FILTER_SUPPORT", "coefficients", "horizontal_first", "lookup_channels_first", "resize_and_crop"]
+__all__ = [
+    "FILTER_SUPPORT",
+    "coefficients",
+    "horizontal_first",
+    "lookup_channels_first",
+    "resize_and_crop",
+    "resize_and_crop_tensor",
+]
 
 PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 (8 bits of result, 2 of headroom for negative lobes)
 _HALF = 1 << (PRECISION_BITS - 1)
@@ -253,6 +265,88 @@ def resize_and_crop(
     out = np.empty((bottom - top, (right - left) * bands), np.uint8)
     _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
     return out.reshape(bottom - top, right - left, bands)
+
+
+# ---------------------------------------------------------------------- the same on tensors, on any device
+
+_WINDOW_ELEMENTS = 1 << 26  # int32 values gathered at once by one pass (256 MB); bigger inputs go in slices
+
+
+@functools.lru_cache(maxsize=512)
+def _tensor_taps(
+    in_size: int, out_size: int, resample: int, keep: tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, slice]:
+    """The taps of output lines keep[0]..keep[1] on `device`: (each line's first input line, counted from the
+    first one read [out], taps [out, k], the input lines read). Cached: a photo collection repeats a few
+    camera sizes, and each new size costs small host-to-device copies."""
+    first, count, taps = (
+        part[keep[0] : keep[1]] for part in coefficients(in_size, out_size, resample, FILTER_SUPPORT[resample])
+    )
+    reads = slice(int(first[0]), int(first[-1] + count[-1]))
+    return (
+        torch.from_numpy(first - reads.start).to(device),
+        torch.from_numpy(np.ascontiguousarray(taps)).to(device),
+        reads,
+    )
+
+
+def _pass(lines: torch.Tensor, first: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """One of Pillow's passes along the last dimension of int32 `lines` [..., rows, n]: output j of a row is
+    clip8(sum_k taps[j, k] * row[first[j] + k]). Every output's window is gathered at once ([..., rows, out,
+    k], in slices of rows to bound the memory); past an output's own count its taps are zero, so its indices
+    need only stay in range."""
+    index = (first[:, None] + torch.arange(taps.shape[1], device=taps.device)).clamp_(max=lines.shape[-1] - 1)
+    rows = max(1, _WINDOW_ELEMENTS // (lines[..., 0, 0].numel() * taps.numel()))
+    out = []
+    for part in lines.split(rows, dim=-2):
+        sums = (part[..., index] * taps).sum(-1, dtype=torch.int32) + _HALF
+        out.append((sums >> PRECISION_BITS).clamp_(0, 255))
+    return torch.cat(out, dim=-2)
+
+
+def _vertical_pass(lines: torch.Tensor, first: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    return _pass(lines.transpose(-1, -2), first, taps).transpose(-1, -2)
+
+
+def resize_and_crop_tensor(
+    pixels: torch.Tensor, new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int
+) -> torch.Tensor:
+    """`resize_and_crop` for uint8 tensors [..., C, H, W] (a batch of same-sized images, channels first) on
+    any device: Pillow's ``resize(new_size, resample).crop(box)`` of each channel, bit for bit. Integer
+    arithmetic only, so no float setting (TF32, reduced-precision reductions) can change a value.
+
+    Only the lines the crop keeps are computed, in Pillow's pass order, from the input lines they read;
+    `box` must lie inside the resized image. Channels are resized independently, as Pillow does for RGB and
+    greyscale (RGBA would need premultiplying first).
+    """
+    height, width = pixels.shape[-2:]
+    (new_width, new_height), (left, top, right, bottom) = new_size, box
+    if not (0 <= left < right <= new_width and 0 <= top < bottom <= new_height):
+        raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
+    resample, device = int(resample), pixels.device
+    if new_width != width:
+        cols_first, cols_taps, cols_read = _tensor_taps(width, new_width, resample, (left, right), device)
+    if new_height != height:
+        rows_first, rows_taps, rows_read = _tensor_taps(height, new_height, resample, (top, bottom), device)
+
+    if new_height == height:  # one pass, or none
+        kept = pixels[..., top:bottom, :]
+        if new_width == width:
+            return kept[..., left:right]
+        return _pass(kept[..., cols_read].int(), cols_first, cols_taps).to(torch.uint8)
+    if new_width == width or not horizontal_first((width, height), new_size):
+        # Vertical first, over the input columns the crop's columns read; then horizontal.
+        columns = slice(left, right) if new_width == width else cols_read
+        middle = _vertical_pass(pixels[..., rows_read, columns].int(), rows_first, rows_taps)
+        if new_width == width:
+            return middle.to(torch.uint8)
+        return _pass(middle, cols_first, cols_taps).to(torch.uint8)
+    # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
+    middle = _pass(pixels[..., rows_read, cols_read].int(), cols_first, cols_taps)
+    return _vertical_pass(middle, rows_first, rows_taps).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------- rescale and normalise
 
 
 @_compiled()

@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--fast-decode",
         action="store_true",
         help="decode JPEGs at reduced size (Pillow's draft mode, at least 2x the model's input): about 2x faster "
-        "decoding, pixels within ~1 intensity level on average of the exact path (off by default)",
+        "decoding, pixels within ~1 intensity level on average of the exact path (off by default). With "
+        "--device cuda and torchvision: JPEGs decoded by nvJPEG on the GPU and resized there bit-exactly",
     )
     add_model_options(parser)
     return parser

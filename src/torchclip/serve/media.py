@@ -27,6 +27,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from torchclip.image_processor import DECODING_ERRORS
 from torchclip.io import write_bytes_atomic
 
 __all__ = ["BadImage", "Gone", "ImageFile", "Thumbnails", "decode_upload", "open_stored"]
@@ -35,7 +36,6 @@ log = logging.getLogger("torchclip.serve")
 
 MAX_UPLOAD_PIXELS = 40_000_000  # ~ a 7,700 x 5,200 photo: 120 MB decoded at most
 DECODE_AT_LEAST = 1024  # JPEGs larger than twice this on the short side decode at reduced scale (draft mode)
-_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class BadImage(ValueError):
@@ -65,7 +65,7 @@ def _decode(source: Any, max_pixels: int, what: str) -> Image.Image:
         raise BadImage(f"{what} is too large to decode ({exc})") from None
     except UnidentifiedImageError:
         raise BadImage(f"{what} is not a readable image (not a format Pillow knows)") from None
-    except _IMAGE_ERRORS as exc:
+    except DECODING_ERRORS as exc:
         raise BadImage(f"{what} is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
