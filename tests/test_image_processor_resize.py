@@ -125,14 +125,14 @@ def test_kernels_compile_where_numba_has_nowhere_to_cache_them():
 
 def test_warm_up_loads_every_kernel_an_image_needs():
     """After `warm_up()` (what `torchclip serve` calls before taking requests) the first images compile nothing
-    more: photos of both pass orders, greyscale, RGBA and a one-axis resize find their kernels ready. In a
-    fresh process, where nothing else has compiled them."""
+    more: photos of both pass orders, greyscale, RGBA and a one-axis resize, as a batch and as a list, find
+    their kernels ready. In a fresh process, where nothing else has compiled them."""
     code = """if True:
         import numpy as np
         from PIL import Image
         import torchclip.resample as r
         from torchclip.image_processor import CLIPImageProcessor, warm_up
-        kernels = (r.coefficients, r._horizontal, r._vertical)
+        kernels = (r.coefficients, r._horizontal, r._vertical, r._lookup)
         warm_up()
         before = [len(k.signatures) for k in kernels]
         rng = np.random.default_rng(0)
@@ -140,6 +140,7 @@ def test_warm_up_loads_every_kernel_an_image_needs():
                   ((640, 480), (300, 900), (224, 500))]
         photos += [photos[0].convert("L"), photos[1].convert("RGBA")]
         CLIPImageProcessor()(photos, return_tensors="pt")
+        CLIPImageProcessor()(photos, return_tensors=None)
         print(before, [len(k.signatures) for k in kernels])
     """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

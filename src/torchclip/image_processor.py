@@ -652,7 +652,11 @@ def warm_up() -> None:
     kernels cost ~0.9 s once per process (~6 s on a machine's first run, which compiles them). A server
     calls this before it takes requests, so that its first image query is not the slow one."""
     _vectorised_matches_pillow()
-    _normalise(np.zeros((1, 1, 1, 3), np.uint8), _level_table(torch.ones(3), torch.zeros(3)))
+    table = _level_table(torch.ones(3), torch.zeros(3))
+    pixels = np.zeros((1, 1, 1, 3), np.uint8)
+    _normalise(pixels, table)  # a batch (return_tensors="pt")
+    pixels.flags.writeable = False
+    _normalise(pixels, table)  # one image's read-only view of Pillow's pixels (return_tensors=None): numba's own type
 
 
 @functools.cache
