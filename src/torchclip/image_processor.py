@@ -338,6 +338,8 @@ class CLIPImageProcessor:
             return vectorised.resize_and_crop_tensor(images, new_size, (0, 0, *new_size), settings.resample)
         left, top, right, bottom = _crop_box(*new_size, settings.crop_size, settings.pipeline)
         inside = (max(left, 0), max(top, 0), min(right, new_size[0]), min(bottom, new_size[1]))
+        if inside == (left, top, right, bottom):
+            return vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)
         out = images.new_zeros(*images.shape[:-2], bottom - top, right - left)  # zeros where the crop pads
         out[..., inside[1] - top : inside[3] - top, inside[0] - left : inside[2] - left] = (
             vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)

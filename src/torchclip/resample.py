@@ -276,36 +276,32 @@ _WINDOW_ELEMENTS = 1 << 26  # int32 values gathered at once by one pass (256 MB)
 def _tensor_taps(
     in_size: int, out_size: int, resample: int, keep: tuple[int, int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, slice]:
-    """The taps of output lines keep[0]..keep[1] on `device`: (each line's first input line, counted from the
-    first one read [out], taps [out, k], the input lines read). Cached: a photo collection repeats a few
-    camera sizes, and each new size costs small host-to-device copies."""
+    """Output lines keep[0]..keep[1] on `device`: (the input lines each reads, counted from the first line
+    read [out, k], their taps [out, k], the input lines read). Past a line's own count its taps are zero, so
+    its indices need only stay in range. Cached: a photo collection repeats a few camera sizes, and each new
+    size costs small host-to-device copies."""
     first, count, taps = (
         part[keep[0] : keep[1]] for part in coefficients(in_size, out_size, resample, FILTER_SUPPORT[resample])
     )
     reads = slice(int(first[0]), int(first[-1] + count[-1]))
-    return (
-        torch.from_numpy(first - reads.start).to(device),
-        torch.from_numpy(np.ascontiguousarray(taps)).to(device),
-        reads,
-    )
+    index = np.minimum(first[:, None] - reads.start + np.arange(taps.shape[1]), reads.stop - reads.start - 1)
+    return torch.from_numpy(index).to(device), torch.from_numpy(np.ascontiguousarray(taps)).to(device), reads
 
 
-def _pass(lines: torch.Tensor, first: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+def _pass(lines: torch.Tensor, index: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """One of Pillow's passes along the last dimension of int32 `lines` [..., rows, n]: output j of a row is
-    clip8(sum_k taps[j, k] * row[first[j] + k]). Every output's window is gathered at once ([..., rows, out,
-    k], in slices of rows to bound the memory); past an output's own count its taps are zero, so its indices
-    need only stay in range."""
-    index = (first[:, None] + torch.arange(taps.shape[1], device=taps.device)).clamp_(max=lines.shape[-1] - 1)
+    clip8(sum_k taps[j, k] * row[index[j, k]]). Every output's window is gathered at once ([..., rows, out,
+    k]; in slices of rows when that would exceed _WINDOW_ELEMENTS)."""
     rows = max(1, _WINDOW_ELEMENTS // (lines[..., 0, 0].numel() * taps.numel()))
     out = []
     for part in lines.split(rows, dim=-2):
         sums = (part[..., index] * taps).sum(-1, dtype=torch.int32) + _HALF
         out.append((sums >> PRECISION_BITS).clamp_(0, 255))
-    return torch.cat(out, dim=-2)
+    return torch.cat(out, dim=-2) if len(out) > 1 else out[0]
 
 
-def _vertical_pass(lines: torch.Tensor, first: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    return _pass(lines.transpose(-1, -2), first, taps).transpose(-1, -2)
+def _vertical_pass(lines: torch.Tensor, index: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    return _pass(lines.transpose(-1, -2), index, taps).transpose(-1, -2)
 
 
 def resize_and_crop_tensor(
@@ -325,25 +321,25 @@ def resize_and_crop_tensor(
         raise ValueError(f"crop box {box} is not inside the resized image {new_size}")
     resample, device = int(resample), pixels.device
     if new_width != width:
-        cols_first, cols_taps, cols_read = _tensor_taps(width, new_width, resample, (left, right), device)
+        cols_index, cols_taps, cols_read = _tensor_taps(width, new_width, resample, (left, right), device)
     if new_height != height:
-        rows_first, rows_taps, rows_read = _tensor_taps(height, new_height, resample, (top, bottom), device)
+        rows_index, rows_taps, rows_read = _tensor_taps(height, new_height, resample, (top, bottom), device)
 
     if new_height == height:  # one pass, or none
         kept = pixels[..., top:bottom, :]
         if new_width == width:
             return kept[..., left:right]
-        return _pass(kept[..., cols_read].int(), cols_first, cols_taps).to(torch.uint8)
+        return _pass(kept[..., cols_read].int(), cols_index, cols_taps).to(torch.uint8)
     if new_width == width or not horizontal_first((width, height), new_size):
         # Vertical first, over the input columns the crop's columns read; then horizontal.
         columns = slice(left, right) if new_width == width else cols_read
-        middle = _vertical_pass(pixels[..., rows_read, columns].int(), rows_first, rows_taps)
+        middle = _vertical_pass(pixels[..., rows_read, columns].int(), rows_index, rows_taps)
         if new_width == width:
             return middle.to(torch.uint8)
-        return _pass(middle, cols_first, cols_taps).to(torch.uint8)
+        return _pass(middle, cols_index, cols_taps).to(torch.uint8)
     # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
-    middle = _pass(pixels[..., rows_read, cols_read].int(), cols_first, cols_taps)
-    return _vertical_pass(middle, rows_first, rows_taps).to(torch.uint8)
+    middle = _pass(pixels[..., rows_read, cols_read].int(), cols_index, cols_taps)
+    return _vertical_pass(middle, rows_index, rows_taps).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------- rescale and normalise
