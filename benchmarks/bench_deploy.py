@@ -1,6 +1,7 @@
 """Deployment speed and accuracy: ONNX Runtime fp32 and int8 against torchclip fp32 and bf16, side by side.
 
     flock /tmp/torchclip-bench.lock python benchmarks/bench_deploy.py [--repeats 5] [--batch-size 32]
+    python benchmarks/bench_deploy.py --accuracy-only      # the bundled model's table alone (~1 min, any load)
 
 Speed: ViT-B/32-sized random weights (the default CLIPConfig), `batch-size` images; texts as the caption mix
 (256 captions of 6-16 words, batches of `batch-size`, padded to the longest) and as full 77-token batches.
@@ -98,14 +99,8 @@ def accuracy(per_class: int) -> dict[str, dict[str, float]]:
         return {name: agreement_with(other, model, processor, per_class=per_class) for name, other in variants.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--per-class", type=int, default=50, help="accuracy: synthetic images per class")
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
-    rows = speed(args.batch_size, args.repeats)
+def print_speed(batch_size: int, repeats: int) -> None:
+    rows = speed(batch_size, repeats)
     print("\n| task (ViT-B/32, random weights) | torch fp32 | torch bf16 | ONNX Runtime fp32 | ONNX Runtime int8 |")
     print("|---|---|---|---|---|")
     for task, rates in rows:
@@ -114,6 +109,20 @@ def main() -> None:
         print(f"| {task} | " + " | ".join(cells) + " |")
     int8_vs_bf16 = ", ".join(f"{task} {rates['onnx int8'] / rates['torch bf16']:.2f}x" for task, rates in rows)
     print(f"\nONNX Runtime int8 vs torch bf16: {int8_vs_bf16}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--per-class", type=int, default=50, help="accuracy: synthetic images per class")
+    parser.add_argument(
+        "--accuracy-only", action="store_true", help="skip the speed table (timings need a quiet machine)"
+    )
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
+    if not args.accuracy_only:
+        print_speed(args.batch_size, args.repeats)
     print("\n| bundled model vs torch fp32 | top-1 | reference top-1 | agreement | image cosine mean / min | "
           "text cosine mean / min |")  # fmt: skip
     print("|---|---|---|---|---|---|")

@@ -289,9 +289,10 @@ def _tensor_taps(
 
 
 def _pass(lines: torch.Tensor, index: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """One of Pillow's passes along the last dimension of int32 `lines` [..., rows, n]: output j of a row is
-    clip8(sum_k taps[j, k] * row[index[j, k]]). Every output's window is gathered at once ([..., rows, out,
-    k]; in slices of rows when that would exceed _WINDOW_ELEMENTS)."""
+    """One of Pillow's passes along the last dimension of `lines` [..., rows, n] (uint8, or int32 from the
+    first pass): output j of a row is clip8(sum_k taps[j, k] * row[index[j, k]]), as int32. Every output's
+    window is gathered at once ([..., rows, out, k], int32 once multiplied by the taps; in slices of rows
+    when that would exceed _WINDOW_ELEMENTS), so a batch of large photos is never held in int32 whole."""
     rows = max(1, _WINDOW_ELEMENTS // (lines[..., 0, 0].numel() * taps.numel()))
     out = []
     for part in lines.split(rows, dim=-2):
@@ -329,16 +330,16 @@ def resize_and_crop_tensor(
         kept = pixels[..., top:bottom, :]
         if new_width == width:
             return kept[..., left:right]
-        return _pass(kept[..., cols_read].int(), cols_index, cols_taps).to(torch.uint8)
+        return _pass(kept[..., cols_read], cols_index, cols_taps).to(torch.uint8)
     if new_width == width or not horizontal_first((width, height), new_size):
         # Vertical first, over the input columns the crop's columns read; then horizontal.
         columns = slice(left, right) if new_width == width else cols_read
-        middle = _vertical_pass(pixels[..., rows_read, columns].int(), rows_index, rows_taps)
+        middle = _vertical_pass(pixels[..., rows_read, columns], rows_index, rows_taps)
         if new_width == width:
             return middle.to(torch.uint8)
         return _pass(middle, cols_index, cols_taps).to(torch.uint8)
     # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
-    middle = _pass(pixels[..., rows_read, cols_read].int(), cols_index, cols_taps)
+    middle = _pass(pixels[..., rows_read, cols_read], cols_index, cols_taps)
     return _vertical_pass(middle, rows_index, rows_taps).to(torch.uint8)
 
 
