@@ -19,6 +19,13 @@ from torchclip.image_processor import _crop_box, _resize_and_crop, _resized_size
 from torchclip.resample import _compiled, horizontal_first, resize_and_crop_tensor
 
 MODES = ("RGB", "L", "RGBA", "LA", "CMYK")
+FILTERS = [
+    Image.Resampling.BICUBIC,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BOX,
+    Image.Resampling.HAMMING,
+]
 
 
 def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str) -> Image.Image:
@@ -27,6 +34,20 @@ def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str) -> 
     if mode in ("RGBA", "LA"):  # fully transparent and opaque areas too, where premultiplying matters most
         pixels[..., -1] = np.where(rng.random(pixels.shape[:2]) < 0.3, 0, pixels[..., -1])
     return Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode)
+
+
+def random_resize(rng: np.random.Generator, trial: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    """(size, new_size, crop box) up to 300 pixels: up- or downscaling, one axis only on 2 trials in 5, and
+    any crop inside the result, down to one pixel."""
+    size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+    new_size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+    if trial % 5 == 0:
+        new_size = (size[0], new_size[1])  # only the height changes
+    elif trial % 5 == 1:
+        new_size = (new_size[0], size[1])  # only the width changes
+    left, right = sorted(int(v) for v in rng.choice(new_size[0] + 1, 2, replace=new_size[0] == 0))
+    top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
+    return size, new_size, (left, top, max(right, left + 1), max(bottom, top + 1))
 
 
 def reference(image: Image.Image, new_size, box, resample) -> bytes:
@@ -55,29 +76,12 @@ def test_clip_shapes_on_many_photo_sizes():
     assert orders == {True, False}  # both pass orders were exercised
 
 
-@pytest.mark.parametrize(
-    "resample",
-    [
-        Image.Resampling.BICUBIC,
-        Image.Resampling.BILINEAR,
-        Image.Resampling.LANCZOS,
-        Image.Resampling.BOX,
-        Image.Resampling.HAMMING,
-    ],
-)
+@pytest.mark.parametrize("resample", FILTERS)
 def test_arbitrary_sizes_crops_and_filters(resample):
     """Up- and downscaling, one axis or both, extreme aspect ratios, off-centre and one-pixel crops."""
     rng = np.random.default_rng(int(resample))
     for trial in range(80):
-        size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
-        new_size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
-        if trial % 5 == 0:
-            new_size = (size[0], new_size[1])  # only the height changes
-        elif trial % 5 == 1:
-            new_size = (new_size[0], size[1])  # only the width changes
-        left, right = sorted(int(v) for v in rng.choice(new_size[0] + 1, 2, replace=new_size[0] == 0))
-        top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
-        box = (left, top, max(right, left + 1), max(bottom, top + 1))
+        size, new_size, box = random_resize(rng, trial)
         image = random_image(rng, size, MODES[trial % len(MODES)])
         out = _resize_and_crop(image, new_size, box, resample)
         assert out.tobytes() == reference(image, new_size, box, resample), (size, new_size, box, image.mode)
@@ -156,31 +160,14 @@ def as_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image).reshape(image.size[1], image.size[0], -1).copy()).permute(2, 0, 1)
 
 
-@pytest.mark.parametrize(
-    "resample",
-    [
-        Image.Resampling.BICUBIC,
-        Image.Resampling.BILINEAR,
-        Image.Resampling.LANCZOS,
-        Image.Resampling.BOX,
-        Image.Resampling.HAMMING,
-    ],
-)
+@pytest.mark.parametrize("resample", FILTERS)
 def test_tensor_resize_is_pillows_on_arbitrary_sizes_crops_and_filters(resample):
     """`resize_and_crop_tensor` (what runs on a GPU) against Pillow itself, on RGB and greyscale: up- and
     downscaling, one axis or both, both pass orders, off-centre and one-pixel crops."""
     rng = np.random.default_rng(100 + int(resample))
     orders = set()
     for trial in range(60):
-        size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
-        new_size = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
-        if trial % 5 == 0:
-            new_size = (size[0], new_size[1])
-        elif trial % 5 == 1:
-            new_size = (new_size[0], size[1])
-        left, right = sorted(int(v) for v in rng.choice(new_size[0] + 1, 2, replace=new_size[0] == 0))
-        top, bottom = sorted(int(v) for v in rng.choice(new_size[1] + 1, 2, replace=new_size[1] == 0))
-        box = (left, top, max(right, left + 1), max(bottom, top + 1))
+        size, new_size, box = random_resize(rng, trial)
         image = random_image(rng, size, ("RGB", "L")[trial % 2])
         out = resize_and_crop_tensor(as_tensor(image), new_size, box, resample)
         assert out.dtype == torch.uint8
