@@ -38,7 +38,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from torchclip.image_processor import DECODING_ERRORS, decoding_failure
+from torchclip.image_processor import DECODING_ERRORS
 from torchclip.resample import FILTER_SUPPORT
 
 __all__ = [
@@ -151,8 +151,8 @@ class JpegBytesOrPixels(ImageFiles):
             with Image.open(io.BytesIO(data)) as header:  # reads the header only: format, mode and size
                 modes = ("RGB", "L") if self.image_processor.do_convert_rgb else ("RGB",)
                 jpeg = header.format in ("JPEG", "MPO") and header.mode in modes
-        except DECODING_ERRORS as exc:
-            return index, None, None, decoding_failure(exc)
+        except DECODING_ERRORS:
+            jpeg = False  # the exact path says what is wrong, in its words
         if jpeg:
             return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), None, None
         return (index, None, *self.exact(index)[1:])

@@ -334,16 +334,14 @@ class CLIPImageProcessor:
             raise ValueError(f"resample={settings.resample} (nearest) has no tensor resize; use the CPU path")
         height, width = images.shape[-2:]
         new_size = _resized_size(width, height, settings.size) if settings.do_resize else (width, height)
-        if not settings.do_center_crop:
-            return vectorised.resize_and_crop_tensor(images, new_size, (0, 0, *new_size), settings.resample)
-        left, top, right, bottom = _crop_box(*new_size, settings.crop_size, settings.pipeline)
+        box = _crop_box(*new_size, settings.crop_size, settings.pipeline) if settings.do_center_crop else None
+        left, top, right, bottom = box or (0, 0, *new_size)
         inside = (max(left, 0), max(top, 0), min(right, new_size[0]), min(bottom, new_size[1]))
+        resized = vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)
         if inside == (left, top, right, bottom):
-            return vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)
+            return resized
         out = images.new_zeros(*images.shape[:-2], bottom - top, right - left)  # zeros where the crop pads
-        out[..., inside[1] - top : inside[3] - top, inside[0] - left : inside[2] - left] = (
-            vectorised.resize_and_crop_tensor(images, new_size, inside, settings.resample)
-        )
+        out[..., inside[1] - top : inside[3] - top, inside[0] - left : inside[2] - left] = resized
         return out
 
     def rescale_and_normalize(self, pixels: torch.Tensor, **overrides: Any) -> torch.Tensor:
@@ -700,14 +698,14 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
         image = _resize_and_crop(image, new_size, box or (0, 0, *new_size), settings.resample)
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except DECODING_ERRORS as exc:
-        raise _ImageFailure(decoding_failure(exc)) from exc
+        raise _ImageFailure(_decoding_failure(exc)) from exc
 
 
-# What Pillow raises for a file it cannot read; `decoding_failure` says it in words, for every reader.
+# What Pillow raises for a file it cannot read; `_decoding_failure` says it in words, for every reader.
 DECODING_ERRORS = (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
-def decoding_failure(exc: Exception) -> str:
+def _decoding_failure(exc: Exception) -> str:
     """Why an image could not be read, as the user is told it (after the image's name)."""
     if isinstance(exc, Image.DecompressionBombError):
         return f"refused as a possible decompression bomb (Pillow's MAX_IMAGE_PIXELS): {exc}"
