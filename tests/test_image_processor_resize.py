@@ -112,6 +112,20 @@ def test_a_photo_pillow_stores_in_several_blocks():
     )
 
 
+def test_a_pillow_without_arrow_export(monkeypatch):
+    """Pillow before 11.2 has no Arrow export (pyarrow then raises TypeError): the pixels are copied through
+    NumPy instead, with the same result."""
+    monkeypatch.delattr(Image.Image, "__arrow_c_array__")
+    image = random_image(np.random.default_rng(4), (640, 427), "RGB")
+    with pytest.raises(TypeError):
+        pa.array(image)
+    new_size = _resized_size(*image.size, {"shortest_edge": 224})
+    box = _crop_box(*new_size, {"height": 224, "width": 224}, "openai")
+    assert _resize_and_crop(image, new_size, box, Image.Resampling.BICUBIC).tobytes() == reference(
+        image, new_size, box, Image.Resampling.BICUBIC
+    )
+
+
 def test_large_images_made_once_torchclip_is_imported_are_viewed_in_place():
     image = random_image(np.random.default_rng(3), (3000, 2000), "RGB")
     assert len(pa.array(image)) == 3000 * 2000  # viewed in place, no ValueError

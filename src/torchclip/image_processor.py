@@ -591,14 +591,14 @@ _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 def _pixels(image: Image.Image) -> np.ndarray:
     """An 8-bit image as uint8 [H, W, bands or 4]: Pillow's own memory through its Arrow export (no copy;
     Pillow keeps 3- and 4-band pixels as 4 bytes, bands first), else a NumPy copy (an image Pillow stores
-    in several blocks, or La, whose alpha sits in the 4th byte)."""
+    in several blocks, La, whose alpha sits in the 4th byte, or a Pillow with no Arrow export)."""
     height, width = image.size[1], image.size[0]
     if image.mode != "La":
         try:
             flat = pa.array(image)
             flat = flat.flatten() if pa.types.is_fixed_size_list(flat.type) else flat
             return flat.to_numpy(zero_copy_only=True).reshape(height, width, -1)
-        except (ValueError, pa.ArrowException):
+        except (ValueError, TypeError, pa.ArrowException):  # TypeError: a Pillow older than 11.2 (no Arrow export)
             pass
     return np.asarray(image).reshape(height, width, -1)
 
