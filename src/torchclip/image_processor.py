@@ -134,6 +134,8 @@ class CLIPImageProcessor:
       twice the target size, the margin Pillow's own `thumbnail` uses). About 2x faster on 1-3 MP photos,
       but the pixels differ from the exact path (on the benchmark's photos by 0.9 of an 8-bit level on
       average; `benchmarks/bench_image_processor.py` reports it). PIL images passed in are used as given.
+      Folders embedded on a CUDA device with torchvision decode JPEGs with nvJPEG instead, at full size,
+      and resize them exactly on the GPU (`torchclip.image_files`).
     """
 
     model_input_names = ["pixel_values"]
