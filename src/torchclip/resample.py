@@ -269,7 +269,7 @@ def resize_and_crop(
 
 # ---------------------------------------------------------------------- the same on tensors, on any device
 
-_WINDOW_ELEMENTS = 1 << 26  # int32 values gathered at once by one pass (256 MB); bigger inputs go in slices
+_WINDOW_ELEMENTS = 1 << 26  # values one pass gathers at once (256 MB as int32); bigger inputs go in slices
 
 
 @functools.lru_cache(maxsize=512)
@@ -293,7 +293,7 @@ def _pass(lines: torch.Tensor, index: torch.Tensor, taps: torch.Tensor) -> torch
     first pass): output j of a row is clip8(sum_k taps[j, k] * row[index[j, k]]), as int32. Every output's
     window is gathered at once ([..., rows, out, k], int32 once multiplied by the taps; in slices of rows
     when that would exceed _WINDOW_ELEMENTS), so a batch of large photos is never held in int32 whole."""
-    rows = max(1, _WINDOW_ELEMENTS // (lines[..., 0, 0].numel() * taps.numel()))
+    rows = max(1, _WINDOW_ELEMENTS // (math.prod(lines.shape[:-2]) * taps.numel()))
     out = []
     for part in lines.split(rows, dim=-2):
         sums = (part[..., index] * taps).sum(-1, dtype=torch.int32) + _HALF
