@@ -167,3 +167,15 @@ def test_bad_configs():
         CLIPResNetVisionModel(CLIPResNetVisionConfig(width=8, heads=3, image_size=64))
     with pytest.raises(ValueError, match="needs pixel_values"):
         CLIPResNetVisionModel(RESNET)()
+
+
+def test_fine_tuning_at_another_image_size_refuses_a_resnet_tower():
+    """`image_size` resizes a ViT's patch-grid position embeddings; a ResNet tower has none to resize, so the
+    trainer refuses it by name rather than training at a size the model was not set up for."""
+    from torchclip.train.model import resize_image_input
+
+    model = torchclip.CLIPModel(CONFIG)
+    processor = torchclip.CLIPProcessor(torchclip.CLIPImageProcessor(size=64, crop_size=64))
+    with pytest.raises(ValueError, match="image_size resizes a ViT image tower's input, not a clip_resnet one"):
+        resize_image_input(model, processor, 96)
+    assert processor.image_processor.size == {"shortest_edge": 64}  # nothing changed
