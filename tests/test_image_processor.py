@@ -14,6 +14,7 @@ from PIL import Image
 
 from torchclip import CLIPFeatureExtractor, CLIPImageProcessor
 from torchclip.batch import BatchFeature
+from torchclip.image_processor import _simplejpeg_matches_pillow
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = DATA / "image_fixtures"
@@ -275,6 +276,69 @@ def test_truncated_jpeg(tmp_path):
     truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(ValueError, match=r"image #0 \('.*truncated.jpg'\): could not be decoded: .*truncated"):
         CLIPImageProcessor()(truncated)
+
+
+# ---------------------------------------------------------------- JPEGs decoded straight into arrays
+
+
+def test_jpeg_files_decode_straight_into_arrays_with_the_references_pixels():
+    """An RGB JPEG given as a file or bytes is decoded by simplejpeg into an array (when its libjpeg-turbo
+    matches Pillow's, as here), oriented by its EXIF tag in NumPy: the golden fixtures (OpenCLIP's transform
+    of the PIL image) still hold."""
+    from torchclip.image_processor import _open
+
+    assert _simplejpeg_matches_pillow()
+    path = source_path("exif_rotated")
+    assert isinstance(_open(path, CLIPImageProcessor()._settings()), np.ndarray)  # the array route is taken
+    configs = [config for name, config in GOLDEN_CASES if name == "exif_rotated"]
+    assert len(configs) == 2
+    for config in configs:
+        processor = CLIPImageProcessor(**CONFIGS[config])
+        for source in (path, path.read_bytes()):
+            out = processor(source, return_tensors="np").pixel_values[0]
+            assert max_diff(out, golden("exif_rotated", config)) <= TOL, config
+
+
+def test_jpegs_of_every_kind_decode_as_pillow_decodes_them(tmp_path):
+    """Chroma subsampling 4:4:4, 4:2:2 and 4:2:0, baseline and progressive, odd sizes, a restart interval,
+    and all eight EXIF orientations: the array route gives the bytes of Pillow's decode + exif_transpose
+    (the same processor given the opened PIL image), as a batch and one by one."""
+    rng = np.random.default_rng(5)
+    photo = Image.open(source_path("photo_chelsea")).convert("RGB")
+    paths = []
+    for index in range(16):
+        width, height = int(rng.integers(230, 700)), int(rng.integers(230, 700))
+        image = photo.resize((width, height), Image.Resampling.BILINEAR)
+        exif = Image.Exif()
+        exif[0x0112] = index % 8 + 1
+        options = [{"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"progressive": True}][index % 4]
+        paths.append(tmp_path / f"{index}.jpg")
+        image.save(paths[-1], quality=int(rng.integers(60, 98)), exif=exif, restart_marker_rows=index % 3, **options)
+    for config in ({}, {"size": 336, "crop_size": 336}, {"pipeline": "transformers"}):
+        processor = CLIPImageProcessor(**config)
+        expected = processor([Image.open(path) for path in paths], return_tensors="pt").pixel_values
+        assert torch.equal(processor(paths, return_tensors="pt").pixel_values, expected), config
+        one_by_one = processor(paths, return_tensors=None).pixel_values
+        assert all(np.array_equal(a, b) for a, b in zip(one_by_one, expected.numpy(), strict=True)), config
+
+
+def test_without_simplejpeg_pillow_decodes(tmp_path, monkeypatch):
+    """simplejpeg is optional at run time (torchclip run from src/ on a machine without it): Pillow decodes."""
+    import sys
+
+    from torchclip import image_processor
+
+    path = tmp_path / "a.jpg"
+    Image.open(source_path("photo_coffee")).save(path, quality=90)
+    expected = CLIPImageProcessor()(path, return_tensors="pt").pixel_values
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import simplejpeg now raises ImportError
+    image_processor._simplejpeg_matches_pillow.cache_clear()
+    try:
+        assert not image_processor._simplejpeg_matches_pillow()
+        assert torch.equal(CLIPImageProcessor()(path, return_tensors="pt").pixel_values, expected)
+    finally:
+        monkeypatch.undo()
+        image_processor._simplejpeg_matches_pillow.cache_clear()
 
 
 def test_bytes_that_are_no_image(tmp_path):
