@@ -174,7 +174,7 @@ def preprocessing(paths: list[Path], device: torch.device, repeats: int) -> tupl
     exact = exact_processor.uint8_pixels(paths)
     rows = []
     rate = interleaved({"exact": lambda: exact_processor(paths, return_tensors="pt")}, len(paths), repeats)["exact"]
-    rows.append(f"| exact CPU processor ({os.cpu_count()} cores, JPEGs decoded by Pillow) | {rate:.1f} img/s | 0 |")
+    rows.append(f"| exact CPU processor ({os.cpu_count()} cores, decoding on the CPU) | {rate:.1f} img/s | 0 |")
     decoded = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1) for p in paths]
     on_device = [image.to(device)[None] for image in decoded]
     resized = torch.cat([processor.resize_and_crop_tensors(image) for image in on_device]).cpu()

@@ -686,27 +686,28 @@ def _resize_and_crop(
     crop keeps); the rest, and a crop that pads, through Pillow. RGB pixels given as an array [H, W, 3]
     come back as one.
     """
-    inside = 0 <= box[0] < box[2] <= new_size[0] and 0 <= box[1] < box[3] <= new_size[1]
     if isinstance(image, np.ndarray):
-        size = (image.shape[1], image.shape[0])
-        if inside and new_size != size and resample in _VECTORISED_FILTERS and _vectorised_matches_pillow():
+        if _vectorisable((image.shape[1], image.shape[0]), new_size, box, resample):
             from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import
 
             return vectorised.resize_and_crop(image, 3, new_size, box, resample)
         return np.asarray(_resize_and_crop(Image.fromarray(image), new_size, box, resample))
     mode = image.mode
     source_mode = _PREMULTIPLIED.get(mode, mode)
-    if (
-        inside
-        and new_size != image.size
-        and source_mode in _RESAMPLE_BANDS
-        and resample in _VECTORISED_FILTERS
-        and _vectorised_matches_pillow()
-    ):
+    if source_mode in _RESAMPLE_BANDS and _vectorisable(image.size, new_size, box, resample):
         out = _vectorised(image.convert(source_mode) if source_mode != mode else image, new_size, box, resample)
         return out.convert(mode) if source_mode != mode else out
     resized = image.resize(new_size, resample) if new_size != image.size else image
     return resized.crop(box) if box != (0, 0, *resized.size) else resized
+
+
+def _vectorisable(
+    size: tuple[int, int], new_size: tuple[int, int], box: tuple[int, int, int, int], resample: int
+) -> bool:
+    """Whether torchclip.resample does this resize + crop: a real resize, a crop inside the result, one of
+    Pillow's antialiasing filters, and a Pillow whose arithmetic it matches."""
+    inside = 0 <= box[0] < box[2] <= new_size[0] and 0 <= box[1] < box[3] <= new_size[1]
+    return inside and new_size != size and resample in _VECTORISED_FILTERS and _vectorised_matches_pillow()
 
 
 _VECTORISED_FILTERS = {
