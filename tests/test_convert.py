@@ -9,6 +9,7 @@ training checkpoints (`{"state_dict": ...}`, DDP's `module.` prefix), `.bin` and
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -173,6 +174,21 @@ def test_files_saved_on_a_gpu_load_on_the_cpu(reference, vit_state, tmp_path):
 def test_load_in_half_precision(dtype):
     model, _ = load(VIT_ARCHIVE, dtype=dtype)
     assert {p.dtype for p in model.parameters()} == {dtype}
+
+
+@pytest.mark.parametrize("has_kernels", [False, True])
+def test_load_warns_of_bf16_on_a_cpu_without_bf16_kernels(monkeypatch, has_kernels):
+    """Without oneDNN's bf16 kernels (AVX2-only CPUs) bf16 runs several times slower than fp32: say so."""
+    monkeypatch.setattr("torchclip.convert.loading.cpu_has_bf16_kernels", lambda: has_kernels)
+
+    def slow_warnings(dtype: torch.dtype) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load(VIT_ARCHIVE, dtype=dtype)
+        return sum("bfloat16 on this CPU runs several times slower" in str(w.message) for w in caught)
+
+    assert slow_warnings(torch.float32) == slow_warnings(torch.float16) == 0  # only bf16 is slow there
+    assert slow_warnings(torch.bfloat16) == (0 if has_kernels else 1)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from torchclip.io import (
     read_json,
 )
 from torchclip.modeling.clip import CLIPModel
+from torchclip.modeling.fast import cpu_has_bf16_kernels
 from torchclip.processor import CLIPPreprocess, CLIPProcessor
 from torchclip.tokenizer import CLIPTokenizer
 
@@ -60,6 +61,13 @@ def load(
             "eager model, same results), or torch.compile(model) for speed"
         )
     model, processor = _load(name_or_path, device, dtype, activation, model_name)
+    first = next(model.parameters())
+    if first.dtype == torch.bfloat16 and first.device.type == "cpu" and not cpu_has_bf16_kernels():
+        warnings.warn(
+            "bfloat16 on this CPU runs several times slower than float32: it has no bf16 matrix kernels "
+            "(oneDNN needs AVX-512 or AMX); float32, or int8 on the CPU, is faster here",
+            stacklevel=2,
+        )
     return model, CLIPPreprocess(processor.image_processor, processor.tokenizer)
 
 

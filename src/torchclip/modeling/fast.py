@@ -31,6 +31,13 @@ _FUSED_FP32 = ContextVar("torchclip_fused_fp32", default=False)
 MATMUL_ATTENTION_MAX_KEYS = 160
 
 
+def cpu_has_bf16_kernels() -> bool:
+    """Whether this CPU runs bf16 matrix multiplies in oneDNN's kernels. Without them PyTorch's own bf16
+    kernel is far slower than fp32 (`F.linear` 1600x768 by 3072x768 on an AVX2-only AMD EPYC: 438 against
+    73 ms; docs/performance.md, "A folder of 1,000 JPEG photos")."""
+    return _ONEDNN_BF16
+
+
 @contextmanager
 def fused_fp32_linears() -> Iterator[None]:
     """Within it, fp32 inference projections also take oneDNN's fused-bias kernel.
