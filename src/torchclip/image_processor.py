@@ -324,7 +324,9 @@ class CLIPImageProcessor:
         a call gives. Same inputs, checks and errors as a call.
         """
         arrays = self._resize_and_crop_all(images, self._call_settings(overrides), num_workers, None)
-        return torch.from_numpy(_stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        # Channels moved by NumPy: torch's copy would wake its thread pool, whose threads then spin-wait and
+        # take a core's CPU from whatever else runs (the model, a server's other requests) after each call.
+        return torch.from_numpy(np.ascontiguousarray(_stack(arrays).transpose(0, 3, 1, 2)))
 
     def resize_and_crop_tensors(self, images: torch.Tensor, **overrides: Any) -> torch.Tensor:
         """Steps 2-3 on decoded images already on a device (a GPU's, where the device path decodes JPEGs):
