@@ -32,9 +32,8 @@ MATMUL_ATTENTION_MAX_KEYS = 160
 
 
 def cpu_has_bf16_kernels() -> bool:
-    """Whether this CPU runs bf16 matrix multiplies in oneDNN's kernels. Without them PyTorch's own bf16
-    kernel is far slower than fp32 (`F.linear` 1600x768 by 3072x768 on an AVX2-only AMD EPYC: 438 against
-    73 ms; docs/performance.md, "A folder of 1,000 JPEG photos")."""
+    """Whether this CPU runs bf16 matrix multiplies in oneDNN's kernels. Without them (AVX2-only CPUs)
+    PyTorch's own bf16 kernel is several times slower than fp32: `torchclip bench` prints both matmul rates."""
     return _ONEDNN_BF16
 
 
