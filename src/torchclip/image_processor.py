@@ -764,7 +764,9 @@ def _process_one(source: Image.Image | Path | bytes | np.ndarray, settings: _Set
             # (make_image_fixtures.py asserts this on every greyscale image).
             if settings.pipeline == "transformers" and image.mode not in ("RGB", "L"):
                 image = _to_rgb(image, settings.pipeline)
-        size = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+            size = image.size
+        else:
+            size = (image.shape[1], image.shape[0])
         new_size = _resized_size(*size, settings.size) if settings.do_resize else size
         if new_size[0] * new_size[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
             raise _ImageFailure(
