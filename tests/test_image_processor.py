@@ -182,7 +182,8 @@ def test_every_8bit_level_normalises_to_the_multiply_add_floats():
     for settings in ({}, {"image_mean": [0.5, 0.4, 0.3], "image_std": 0.25}, {"do_normalize": False}):
         processor = CLIPImageProcessor(do_resize=False, do_center_crop=False, **settings)
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        expected = processor.rescale_and_normalize(pixels)
+        expected = processor.rescale_and_normalize(pixels.float())  # float pixels: the multiply-add itself
+        assert torch.equal(processor.rescale_and_normalize(pixels), expected), settings  # uint8: the table
         assert torch.equal(processor(arrays, return_tensors="pt").pixel_values, expected), settings
         single = processor(arrays[1], return_tensors=None).pixel_values[0]
         assert np.array_equal(single, expected[1].numpy()), settings

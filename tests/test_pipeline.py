@@ -3,14 +3,17 @@ unreadable files reported and skipped; images found by content."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 
 import pytest
 import torch
 from apps_fixtures import synthetic_photos, tiny_model_and_processor
 
+from torchclip import image_processor as image_processor_module
 from torchclip.embed import embed_image_files, join_batches
-from torchclip.image_files import find_images
+from torchclip.image_files import find_images, pixel_batches
 
 CLASSES = ["red circle", "blue square", "green star", "yellow star"]
 
@@ -71,3 +74,43 @@ def test_corrupt_files_are_reported_and_skipped(collection, tmp_path):
     assert "not an image" in failures[4] and "no such file" in failures[5] and failures[1]
     features = torch.cat([batch.features for batch in batches])
     torch.testing.assert_close(features, reference_embeddings(model, processor, good), atol=1e-5, rtol=0)
+
+
+class RecordingProcessor:
+    """An image processor that notes, in the decoding worker, its scheduling policy and whether the resize
+    kernels' check had already run when its first photo came."""
+
+    def __init__(self, image_processor, notes):
+        self.image_processor, self.notes = image_processor, notes
+        self.fast_jpeg_decode = False
+
+    def uint8_pixels(self, image, num_workers=None):
+        checked = image_processor_module._vectorised_matches_pillow.cache_info().currsize == 1
+        with open(self.notes / f"{os.getpid()}.txt", "a") as notes:
+            notes.write(f"{os.sched_getscheduler(0)} {checked}\n")
+        return self.image_processor.uint8_pixels(image, num_workers=num_workers)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize("model_threads", ["every core", "one core left"])
+def test_workers_decode_at_idle_priority_only_when_the_model_takes_every_core(collection, tmp_path, model_threads):
+    if model_threads == "one core left" and (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
+    _, processor = tiny_model_and_processor()
+    threads, workers = ((os.cpu_count() or 1), 2) if model_threads == "every core" else ((os.cpu_count() or 1) - 1, 1)
+    files = find_images(collection)
+    recording = RecordingProcessor(processor.image_processor, tmp_path)
+    image_processor_module._vectorised_matches_pillow.cache_clear()  # only pixel_batches' warm-up fills it now
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batches = list(pixel_batches(files, recording, torch.device("cpu"), batch_size=2, num_workers=workers))
+    finally:
+        torch.set_num_threads(before)
+    assert sum(len(batch.indices) for batch in batches) == len(files)
+    notes = [line.split() for path in tmp_path.glob("*.txt") for line in path.read_text().splitlines()]
+    assert len(notes) == len(files) and len(list(tmp_path.glob("*.txt"))) == workers
+    expected = os.SCHED_IDLE if model_threads == "every core" else os.SCHED_OTHER
+    assert {int(policy) for policy, _ in notes} == {expected}
+    if multiprocessing.get_start_method() == "fork":  # forked workers inherit the loaded kernels and checks
+        assert {checked for _, checked in notes} == {"True"}

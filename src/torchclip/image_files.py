@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from torchclip.image_processor import DECODING_ERRORS
+from torchclip.image_processor import DECODING_ERRORS, warm_up
 from torchclip.resample import FILTER_SUPPORT
 
 __all__ = [
@@ -134,9 +135,22 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> PixelB
 
 def default_num_workers() -> int:
     """Decoding processes to run beside the model: one per CPU core, at most 8. Even on 2 cores two
-    workers beat one end to end (benchmarks/bench_embed_folder.py; docs/performance.md): with the model's
-    threads on the same cores, a second worker wins decoding a fairer share of them."""
+    workers beat one end to end (benchmarks/bench_embed_folder.py; docs/performance.md): whenever the model
+    waits for pixels, both cores decode."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def _decode_in_idle_time(worker_id: int) -> None:
+    """DataLoader worker_init_fn for when the model's threads take every core: the worker runs at the
+    kernel's idle priority (SCHED_IDLE), on the CPU time the model leaves. At equal priority a worker
+    preempts one of the model's threads in the middle of an operation, and the model's other threads then
+    wait for that one at the operation's end: on 2 cores 1,000 photos end to end measured 0.85-0.90 of
+    model-only that way and 0.90-0.91 at idle priority (docs/performance.md). When the queue of decoded
+    batches runs dry, the model's threads sleep and the workers get every core."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or refused: decode at normal priority
+        pass
 
 
 class JpegBytesOrPixels(ImageFiles):
@@ -236,10 +250,16 @@ def pixel_batches(
     workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
     on_device = _decodes_on_device(device, image_processor)
     files = (JpegBytesOrPixels if on_device else ImageFiles)(paths, image_processor)
+    if workers and multiprocessing.get_start_method() == "fork":
+        # Forked workers inherit the loaded resize kernels and decoder checks; otherwise each worker of each
+        # call spends ~0.3 s on them before its first photo (~2% of a 320-photo folder on 2 cores).
+        warm_up()
+    cores_taken = device.type == "cpu" and torch.get_num_threads() + workers > (os.cpu_count() or 1)
     loader = DataLoader(
         files,
         batch_size=batch_size,
         num_workers=workers,
+        worker_init_fn=_decode_in_idle_time if cores_taken else None,
         collate_fn=_collate_as_list if on_device else _collate,
         pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,

@@ -360,11 +360,12 @@ def _lookup(pixels: np.ndarray, table: np.ndarray, out: np.ndarray):
 
 def lookup_channels_first(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, C] -> float32 [N, C, H, W] with out[n, c, y, x] = table[c, pixels[n, y, x, c]].
+    `pixels` may be any view (a channels-first batch's, transposed, is read where it lies).
 
     The processor's last step (rescale and normalise) takes only 256 values per channel, so it is a table
     computed once and looked up here, in the same pass that moves channels first. It lives beside the
     resize because it is compiled and cached the same way.
     """
     out = np.empty((pixels.shape[0], pixels.shape[3], pixels.shape[1], pixels.shape[2]), np.float32)
-    _lookup(np.ascontiguousarray(pixels), np.ascontiguousarray(table, dtype=np.float32), out)
+    _lookup(pixels, np.ascontiguousarray(table, dtype=np.float32), out)
     return out
