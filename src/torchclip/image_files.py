@@ -5,7 +5,8 @@ turns those into embeddings).
 Decoding a JPEG and resizing it costs a few milliseconds of CPU per photo; run in the same thread as the
 model, that time is added to every batch. Here `torch.utils.data.DataLoader` worker processes decode and
 preprocess the next batches while the main process runs the model on the current one, so end to end the
-model waits for pixels only when the workers cannot keep up.
+model waits for pixels only when the workers cannot keep up. Where the model's threads take every core,
+the workers pause while the model works on a batch and decode while it waits (`DecodingTurns`).
 
 Workers send 8-bit pixels (`CLIPImageProcessor.uint8_pixels`, a quarter of the bytes of float32); the
 process running the model finishes them with the processor's own `rescale_and_normalize` on the model's
@@ -96,14 +97,17 @@ class ImageFiles(Dataset):
     """Image files -> (index, uint8 pixels [3, H, W] or None, error message or None), decoded with the
     image processor's exact steps but without its rescale/normalise (done later on the model's device)."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], image_processor: Any):
+    def __init__(self, paths: Sequence[str | os.PathLike], image_processor: Any, turns: DecodingTurns | None = None):
         self.paths = [Path(p) for p in paths]
         self.image_processor = image_processor
+        self.turns = turns
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        if self.turns is not None:
+            self.turns.wait_for_ours()
         try:
             pixels = self.image_processor.uint8_pixels(self.paths[index], num_workers=1)[0]
         except (ValueError, OSError, TypeError) as exc:  # the processor's message names the file; keep the why
@@ -140,17 +144,30 @@ def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _decode_in_idle_time(worker_id: int) -> None:
-    """DataLoader worker_init_fn for when the model's threads take every core: the worker runs at the
-    kernel's idle priority (SCHED_IDLE), on the CPU time the model leaves. At equal priority a worker
-    preempts one of the model's threads in the middle of an operation, and the model's other threads then
-    wait for that one at the operation's end: on 2 cores 1,000 photos end to end measured 0.85-0.90 of
-    model-only that way and 0.90-0.91 at idle priority (docs/performance.md). When the queue of decoded
-    batches runs dry, the model's threads sleep and the workers get every core."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or refused: decode at normal priority
-        pass
+class DecodingTurns:
+    """Decoding and the model taking turns at the CPU, for when the model's threads take every core.
+
+    Running at the same time, a worker preempts one of the model's threads in the middle of an operation,
+    and the model's other threads then wait for that one at the operation's end: each millisecond of
+    decoding costs the model a millisecond of its time rather than half of it. So here the workers pause,
+    between photos, while the model works on a batch, and decode, on every core, while it waits for the
+    next one. On 2 cores, 1,000 photos end to end measured 0.81-0.90 of model-only side by side and
+    0.92-0.94 taking turns (docs/performance.md). Whatever the caller does with a batch counts as the
+    model's work. A process-shared event, set while the model waits."""
+
+    def __init__(self) -> None:
+        self._model_waits = multiprocessing.get_context().Event()
+        self._model_waits.set()
+
+    def wait_for_ours(self) -> None:
+        """In a worker, before each photo: returns once the model is waiting for pixels."""
+        self._model_waits.wait()
+
+    def model_works(self) -> None:
+        self._model_waits.clear()
+
+    def model_waits(self) -> None:
+        self._model_waits.set()
 
 
 class JpegBytesOrPixels(ImageFiles):
@@ -249,24 +266,32 @@ def pixel_batches(
     batches = math.ceil(len(paths) / batch_size)
     workers = min(workers, batches) if batches > 1 else 0  # nothing to overlap with a single batch
     on_device = _decodes_on_device(device, image_processor)
-    files = (JpegBytesOrPixels if on_device else ImageFiles)(paths, image_processor)
+    cores_taken = device.type == "cpu" and torch.get_num_threads() + workers > (os.cpu_count() or 1)
+    turns = DecodingTurns() if workers and cores_taken else None
+    files = (JpegBytesOrPixels if on_device else ImageFiles)(paths, image_processor, turns)
     if workers and multiprocessing.get_start_method() == "fork":
         # Forked workers inherit the loaded resize kernels and decoder checks; otherwise each worker of each
         # call spends ~0.3 s on them before its first photo (~2% of a 320-photo folder on 2 cores).
         warm_up()
-    cores_taken = device.type == "cpu" and torch.get_num_threads() + workers > (os.cpu_count() or 1)
     loader = DataLoader(
         files,
         batch_size=batch_size,
         num_workers=workers,
-        worker_init_fn=_decode_in_idle_time if cores_taken else None,
         collate_fn=_collate_as_list if on_device else _collate,
         pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,
     )
-    for batch in loader:
-        if on_device:
-            batch = _decode_on_device(batch, files, device, _nvjpeg_decoder())
-        elif batch.pixels is not None:
-            batch.pixels = batch.pixels.to(device, non_blocking=True)
-        yield batch
+    try:
+        for batch in loader:
+            if turns is not None:
+                turns.model_works()
+            if on_device:
+                batch = _decode_on_device(batch, files, device, _nvjpeg_decoder())
+            elif batch.pixels is not None:
+                batch.pixels = batch.pixels.to(device, non_blocking=True)
+            yield batch
+            if turns is not None:
+                turns.model_waits()
+    finally:
+        if turns is not None:  # a caller that stops early: the workers must be free to see the loader's shutdown
+            turns.model_waits()
