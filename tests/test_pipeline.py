@@ -129,18 +129,20 @@ def test_workers_pause_while_the_model_works_only_when_it_takes_every_core(colle
         assert {checked for _, checked in notes} == {"True"}
 
 
-def test_a_caller_that_stops_early_leaves_no_worker_waiting(collection):
-    """Breaking out of pixel_batches while the workers wait for their turn must not hang the shutdown."""
+def test_a_caller_that_stops_early_leaves_no_worker_waiting(collection, tmp_path):
+    """Breaking out of pixel_batches while the workers wait for their turn must neither hang nor leave the
+    workers to the DataLoader's 5-second kill."""
     _, processor = tiny_model_and_processor()
+    recording = RecordingProcessor(processor.image_processor, tmp_path)  # 50 ms a photo: work is pending
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:
         start = time.monotonic()
-        files = find_images(collection) * 20  # more than the workers decode before the first batch is taken
-        batches = pixel_batches(files, processor.image_processor, torch.device("cpu"), 2, 2)
+        batches = pixel_batches(find_images(collection) * 20, recording, torch.device("cpu"), 2, 2)
         next(batches)
+        time.sleep(0.3)  # the workers reach the gate
         batches.close()
         gc.collect()  # the loader's iterator shuts its workers down when it is collected
-        assert time.monotonic() - start < 4  # the DataLoader waits 5 s for a stuck worker before killing it
+        assert time.monotonic() - start < 4
     finally:
         torch.set_num_threads(before)

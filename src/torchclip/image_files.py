@@ -153,21 +153,29 @@ class DecodingTurns:
     between photos, while the model works on a batch, and decode, on every core, while it waits for the
     next one. On 2 cores, 1,000 photos end to end measured 0.81-0.90 of model-only side by side and
     0.92-0.94 taking turns (docs/performance.md). Whatever the caller does with a batch counts as the
-    model's work. A process-shared event, set while the model waits."""
+    model's work.
+
+    A process-shared lock is the gate: the model holds it while it works, and a worker passes through it
+    before each photo. A multiprocessing Event would not do: its set() waits for every sleeper to wake,
+    forever for a worker killed while it slept (the DataLoader kills workers it shuts down)."""
 
     def __init__(self) -> None:
-        self._model_waits = multiprocessing.get_context().Event()
-        self._model_waits.set()
+        self._gate = multiprocessing.get_context().Lock()
+        self._held = False
 
     def wait_for_ours(self) -> None:
         """In a worker, before each photo: returns once the model is waiting for pixels."""
-        self._model_waits.wait()
+        with self._gate:
+            pass
 
     def model_works(self) -> None:
-        self._model_waits.clear()
+        # A worker passes through in microseconds; one that died in there leaves the gate open instead of stuck.
+        self._held = self._gate.acquire(timeout=1.0)
 
     def model_waits(self) -> None:
-        self._model_waits.set()
+        if self._held:
+            self._gate.release()
+            self._held = False
 
 
 class JpegBytesOrPixels(ImageFiles):
@@ -281,8 +289,9 @@ def pixel_batches(
         pin_memory=device.type == "cuda" and not on_device,
         prefetch_factor=4 if workers else None,
     )
+    batches = iter(loader)  # held here, so that `finally` opens the gate before the workers are shut down
     try:
-        for batch in loader:
+        for batch in batches:
             if turns is not None:
                 turns.model_works()
             if on_device:
