@@ -152,7 +152,8 @@ class DecodingTurns:
     decoding costs the model a millisecond of its time rather than half of it. So here the workers pause,
     between photos, while the model works on a batch, and decode, on every core, while it waits for the
     next one. On 2 cores, 1,000 photos end to end measured 0.81-0.90 of model-only side by side and
-    0.92-0.94 taking turns (docs/performance.md). Whatever the caller does with a batch counts as the
+    0.86-0.94 taking turns, with end to end at its fastest while taking turns and model-only moving by up
+    to 10% between runs (docs/performance.md). Whatever the caller does with a batch counts as the
     model's work.
 
     A process-shared lock is the gate: the model holds it while it works, and a worker passes through it
