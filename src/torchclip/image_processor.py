@@ -354,8 +354,9 @@ class CLIPImageProcessor:
         """Step 5 on 8-bit pixels [N, 3, H, W] (uint8, or float holding 0..255) on any device: float32
         pixel_values. uint8 on the CPU is looked up in the table of each channel's 256 levels (the floats of
         the multiply-add; `_level_table`), in one thread: 2.5 ms a batch of 32 against 6 ms for the
-        multiply-add in one thread and ~25 ms of CPU in two (`embed_image_files` runs it between the model's
-        batches). Elsewhere it is one fused multiply-add per channel on the pixels' device."""
+        multiply-add in one thread and ~34 ms of CPU in two inside the folder pipeline, where it runs between
+        the model's batches (scratch timings in docs/performance.md, 2026-12-08). Elsewhere it is one fused
+        multiply-add per channel on the pixels' device."""
         scale, shift = self._scale_and_shift(**overrides)
         if pixels.device.type == "cpu" and pixels.dtype == torch.uint8:
             return _normalise(pixels.numpy().transpose(0, 2, 3, 1), _level_table(scale, shift))
