@@ -143,9 +143,10 @@ def test_kernels_compile_where_numba_has_nowhere_to_cache_them():
 
 def test_warm_up_loads_every_kernel_an_image_needs():
     """After `warm_up()` (what `torchclip serve` calls before taking requests) the first images compile nothing
-    more: photos of both pass orders, greyscale, RGBA and a one-axis resize, as a batch and as a list, find
+    more: photos of both pass orders, greyscale, RGBA, JPEG bytes and a one-axis resize, as a batch and as a list, find
     their kernels ready. In a fresh process, where nothing else has compiled them."""
     code = """if True:
+        import io
         import numpy as np
         from PIL import Image
         import torchclip.resample as r
@@ -157,6 +158,10 @@ def test_warm_up_loads_every_kernel_an_image_needs():
         photos = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in
                   ((640, 480), (300, 900), (224, 500))]
         photos += [photos[0].convert("L"), photos[1].convert("RGBA")]
+        for photo in photos[:3]:  # JPEG bytes: decoded to RGBX arrays, not PIL images
+            buffer = io.BytesIO()
+            photo.save(buffer, "JPEG")
+            photos.append(buffer.getvalue())
         CLIPImageProcessor()(photos, return_tensors="pt")
         CLIPImageProcessor()(photos, return_tensors=None)
         print(before, [len(k.signatures) for k in kernels])

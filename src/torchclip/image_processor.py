@@ -549,7 +549,7 @@ _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 def _open(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) -> Image.Image | np.ndarray:
     """Decode a checked source, EXIF orientation applied: a loaded PIL image, or for an RGB JPEG file or
-    bytes (exact path) its uint8 [H, W, 3] pixels decoded by libjpeg-turbo straight into an array."""
+    bytes (exact path) its uint8 [H, W, 4] RGBX pixels decoded by libjpeg-turbo straight into an array."""
     if isinstance(source, np.ndarray):
         return Image.fromarray(source[:, :, 0] if source.shape[2] == 1 else source, _ARRAY_MODES[source.shape[2]])
     image = (
@@ -573,17 +573,18 @@ def _open(source: Image.Image | Path | bytes | np.ndarray, settings: _Settings) 
 
 def _decode_rgb_jpeg(data: bytes) -> np.ndarray | None:
     """An RGB JPEG's pixels, decoded by simplejpeg (libjpeg-turbo with Pillow's settings: accurate integer
-    DCT, fancy upsampling) straight into an [H, W, 3] array, releasing the GIL: ~1.5x less CPU than Pillow,
-    which decodes with the same library into its own 4-byte pixels (benchmarks/bench_image_processor.py
+    DCT, fancy upsampling) straight into an [H, W, 4] array of RGBX pixels, releasing the GIL: ~1.5x less
+    CPU than Pillow, which decodes with the same library into its own 4-byte pixels (benchmarks/bench_image_processor.py
     section 4: 6.5-7.7 against 10.6-11.6 ms per 1-3 MP photo). None, for Pillow to decode, without
     simplejpeg, where its libjpeg-turbo gives other bytes than Pillow's (checked once), or when it refuses
-    the file (Pillow then says what is wrong)."""
+    the file (Pillow then says what is wrong). 4 bytes a pixel, as Pillow keeps them, decode in the same time
+    as 3 and let the resize move each pixel as one word (`resample._words`)."""
     if not _simplejpeg_matches_pillow():
         return None
     import simplejpeg  # noqa: PLC0415 - optional: checked by _simplejpeg_matches_pillow
 
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        return simplejpeg.decode_jpeg(data, colorspace="RGBX")
     except ValueError:
         return None
 
@@ -618,7 +619,7 @@ def _simplejpeg_matches_pillow() -> bool:
         data = buffer.getvalue()
         with Image.open(io.BytesIO(data)) as image:
             expected = np.asarray(image.convert("RGB"))
-        if not np.array_equal(simplejpeg.decode_jpeg(data, colorspace="RGB"), expected):
+        if not np.array_equal(simplejpeg.decode_jpeg(data, colorspace="RGBX")[..., :3], expected):
             return False
     return True
 
@@ -693,15 +694,16 @@ def _resize_and_crop(
     """`image.resize(new_size, resample).crop(box)`, bit for bit, computing only what the crop keeps.
 
     8-bit images go through torchclip.resample (Pillow's arithmetic, vectorised, only over the lines the
-    crop keeps); the rest, and a crop that pads, through Pillow. RGB pixels given as an array [H, W, 3]
-    come back as one.
+    crop keeps); the rest, and a crop that pads, through Pillow. RGB pixels given as an array [H, W, 3 or 4
+    (RGBX)] come back as one [h, w, 3].
     """
     if isinstance(image, np.ndarray):
         if _vectorisable((image.shape[1], image.shape[0]), new_size, box, resample):
             from torchclip import resample as vectorised  # noqa: PLC0415 - numba takes ~0.3 s to import
 
             return vectorised.resize_and_crop(image, 3, new_size, box, resample)
-        return np.asarray(_resize_and_crop(Image.fromarray(image), new_size, box, resample))
+        rgb = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+        return np.asarray(_resize_and_crop(rgb, new_size, box, resample))
     mode = image.mode
     source_mode = _PREMULTIPLIED.get(mode, mode)
     if source_mode in _RESAMPLE_BANDS and _vectorisable(image.size, new_size, box, resample):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numba
 import numpy as np
@@ -147,61 +148,106 @@ def _vertical(rows: np.ndarray, first: np.ndarray, count: np.ndarray, taps: np.n
 
 
 @_compiled(inline="always")
-def _transpose_loops(image_rows: np.ndarray, block: np.ndarray, rows: int, bands: int, to_block: bool):
+def _planar_loops(image_rows: np.ndarray, block: np.ndarray, rows: int, bands: int, to_block: bool):
+    per_band = _LANES // bands
     for x in range(image_rows.shape[1]):
         for r in range(rows):
             for c in range(bands):
                 if to_block:
-                    block[x, r * bands + c] = image_rows[r, x, c]
+                    block[x, c * per_band + r] = image_rows[r, x, c]
                 else:
-                    image_rows[r, x, c] = block[x, r * bands + c]
+                    image_rows[r, x, c] = block[x, c * per_band + r]
 
 
 @_compiled(inline="always")
-def _transpose(image_rows: np.ndarray, block: np.ndarray, bands: int, to_block: bool):
-    """Between image rows [rows, W, >= bands] and a column-major block [W, rows * bands]: into the block
-    when `to_block`, back into the rows otherwise."""
+def _planar_words_loops(words: np.ndarray, block: np.ndarray, rows: int, bands: int):
+    per_band = _LANES // bands
+    for x in range(words.shape[1]):
+        for r in range(rows):
+            word = words[r, x]
+            for c in range(bands):
+                block[x, c * per_band + r] = np.uint8((word >> (8 * c)) & 0xFF)
+
+
+@_compiled(inline="always")
+def _planar(image_rows: np.ndarray, block: np.ndarray, bands: int, to_block: bool):
+    """Between image rows [rows, W, >= bands] and a column-major block [W, 48] that holds each band's rows
+    together (band c of row r at c * 48 / bands + r): into the block when `to_block`, back otherwise."""
     rows = image_rows.shape[0]
     # Constant loop bounds let LLVM unroll the loops: 3x faster for full blocks of RGB, greyscale and 4 bands.
     if rows == 16 and bands == 3:
-        _transpose_loops(image_rows, block, 16, 3, to_block)
+        _planar_loops(image_rows, block, 16, 3, to_block)
     elif rows == 48 and bands == 1:
-        _transpose_loops(image_rows, block, 48, 1, to_block)
+        _planar_loops(image_rows, block, 48, 1, to_block)
     elif rows == 12 and bands == 4:
-        _transpose_loops(image_rows, block, 12, 4, to_block)
+        _planar_loops(image_rows, block, 12, 4, to_block)
     else:
-        _transpose_loops(image_rows, block, rows, bands, to_block)
+        _planar_loops(image_rows, block, rows, bands, to_block)
+
+
+@_compiled(inline="always")
+def _planar_from_words(words: np.ndarray, block: np.ndarray, bands: int):
+    """`_planar` into the block from 4-byte pixels read as one uint32 word each [rows, W] (band c is byte c,
+    little-endian): a third of the loads of reading bytes, and the bytes split apart in registers."""
+    rows = words.shape[0]
+    if rows == 16 and bands == 3:
+        _planar_words_loops(words, block, 16, 3)
+    elif rows == 12 and bands == 4:
+        _planar_words_loops(words, block, 12, 4)
+    else:
+        _planar_words_loops(words, block, rows, bands)
 
 
 @_compiled()
 def _horizontal(
-    pixels: np.ndarray, row_lo: int, first: np.ndarray, count: np.ndarray, taps: np.ndarray, out: np.ndarray
+    pixels: np.ndarray,
+    words: np.ndarray,
+    row_lo: int,
+    first: np.ndarray,
+    count: np.ndarray,
+    taps: np.ndarray,
+    out: np.ndarray,
 ):
     """out[y, x, c] = Pillow's horizontal sum for output column x of input row row_lo + y, band c, where
-    `pixels` is [H, W, >= bands] and out [rows, columns, bands]. Blocks of rows are copied column by
-    column into `block` first, so each tap adds 48 contiguous values at once, and the results go back
-    the same way."""
+    `pixels` is [H, W, >= bands] and out [rows, columns, bands]. `words` is `pixels` as uint32 [H, W] where
+    its pixels are 4 bytes (see `_words`), else empty. Blocks of rows are copied column by column into
+    `block` first, so each tap adds 48 contiguous values at once, and the results go back the same way."""
     bands = out.shape[2]
     rows_per_block = _LANES // bands
     lo = first[0]
     hi = first[-1] + count[-1]
-    block = np.zeros((hi - lo, _LANES), np.uint8)
+    block = np.zeros((hi - lo + 1, _LANES), np.uint8)  # a zero column past the end for the taps' pairs
     results = np.empty((out.shape[1], _LANES), np.uint8)
     sums = np.empty(_LANES, np.int32)
     for start in range(0, out.shape[0], rows_per_block):
         stop = min(start + rows_per_block, out.shape[0])
-        _transpose(pixels[row_lo + start : row_lo + stop, lo:hi], block, bands, True)
+        if words.shape[0] > 0:
+            _planar_from_words(words[row_lo + start : row_lo + stop, lo:hi], block, bands)
+        else:
+            _planar(pixels[row_lo + start : row_lo + stop, lo:hi], block, bands, True)
         for x in range(out.shape[1]):
             sums[:] = _HALF
             offset = first[x] - lo
-            for k in range(count[x]):
-                tap = taps[x, k]
-                column = block[offset + k]
+            taken = count[x]
+            for k in range(0, taken, 2):  # two taps a step: half the loads and stores of `sums`
+                tap, next_tap = taps[x, k], (taps[x, k + 1] if k + 1 < taken else 0)
+                column, next_column = block[offset + k], block[offset + k + 1]
                 for i in range(_LANES):
-                    sums[i] += np.int32(column[i]) * tap
+                    sums[i] += np.int32(column[i]) * tap + np.int32(next_column[i]) * next_tap
             for i in range(_LANES):
                 results[x, i] = _clip8(sums[i])
-        _transpose(out[start:stop], results, bands, False)
+        _planar(out[start:stop], results, bands, False)
+
+
+def _words(pixels: np.ndarray) -> np.ndarray:
+    """4-byte pixels [H, W, 4] (an RGBX decode, Pillow's own memory) as uint32 words [H, W], which
+    `_horizontal` moves a third as often as bytes; for other pixels an empty array, as writable as `pixels`
+    (numba compiles for each: this keeps to one compiled form for read-only and one for writable pixels)."""
+    if pixels.shape[2] == 4 and pixels.strides[1:] == (4, 1) and sys.byteorder == "little":
+        return pixels.view(np.uint32)[..., 0]
+    empty = np.empty((0, 0), np.uint32)
+    empty.flags.writeable = pixels.flags.writeable
+    return empty
 
 
 def horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
@@ -241,7 +287,7 @@ def resize_and_crop(
         if new_width == width:
             return np.ascontiguousarray(kept[:, left:right, :bands])
         out = np.empty((bottom - top, right - left, bands), np.uint8)
-        _horizontal(kept, 0, *cols, out)
+        _horizontal(kept, _words(kept), 0, *cols, out)
         return out
     if new_width == width or not horizontal_first((width, height), new_size):
         # Vertical first, over the input columns the crop's columns read (all bands, contiguous bytes).
@@ -255,13 +301,13 @@ def resize_and_crop(
         if new_width == width:
             return np.ascontiguousarray(middle[:, :, :bands])
         out = np.empty((bottom - top, right - left, bands), np.uint8)
-        _horizontal(middle, 0, cols[0] - lo, cols[1], cols[2], out)
+        _horizontal(middle, _words(middle), 0, cols[0] - lo, cols[1], cols[2], out)
         return out
     # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
     first, count, taps = rows
     lo, hi = int(first[0]), int(first[-1] + count[-1])
     middle = np.empty((hi - lo, right - left, bands), np.uint8)
-    _horizontal(pixels, lo, *cols, middle)
+    _horizontal(pixels, _words(pixels), lo, *cols, middle)
     out = np.empty((bottom - top, (right - left) * bands), np.uint8)
     _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
     return out.reshape(bottom - top, right - left, bands)
