@@ -16,6 +16,11 @@ JPEGs, crops of the bundled test photos) are made in a temporary folder.
 Targets: torchclip end to end >= 1.5x the transformers loop; with exact pixels >= 0.90 of model-only in
 fp32 and >= 0.80 in bf16. On 2 cores that the model also uses, decoding and Pillow's resize take
 their CPU from the model (see docs/performance.md, "Pixels").
+
+The model's own rate drifts by a few percent over minutes on a shared VM (model-only batches of one run
+measured 1.43-1.53 s on 2026-12-08), as much as the pixels cost. So the torchclip runs come in
+`--rounds` rounds, each between two model-only runs, and each run is compared with the mean of the two
+around it; the summary gives every round's ratio and their mean.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def main() -> None:
         "--workers", type=int, default=None, help=f"decoding processes (default {default_num_workers()})"
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the transformers loop")
+    parser.add_argument("--rounds", type=int, default=2, help="torchclip runs, each between model-only runs")
     args = parser.parse_args()
     dtype, batch = getattr(torch, args.dtype), args.batch_size
     workers = default_num_workers() if args.workers is None else args.workers
@@ -83,9 +89,8 @@ def main() -> None:
     def pipeline(processor: CLIPImageProcessor, n_workers: int) -> Callable[[], int]:
         return lambda: sum(len(b.indices) for b in embed_image_files(ours, processor, paths, batch, n_workers))
 
-    results: dict[str, float] = {}
     model_only()  # warm-up
-    results["torchclip model-only"] = rate(model_only)
+    reference_rate = None
     if not args.no_reference:
         import transformers
 
@@ -102,20 +107,38 @@ def main() -> None:
                     getattr(out, "pooler_output", out)
             return len(paths)
 
-        results["transformers loop"] = rate(reference)
-    results[f"torchclip end to end ({workers} workers)"] = rate(pipeline(image_processor, workers))
-    results[f"torchclip end to end, fast_jpeg_decode ({workers} workers)"] = rate(pipeline(fast_processor, workers))
-    results["torchclip end to end, no workers"] = rate(pipeline(image_processor, 0))
-    results["torchclip model-only (again)"] = rate(model_only)
+        reference_rate = rate(reference)
 
-    ceiling = (results["torchclip model-only"] + results["torchclip model-only (again)"]) / 2
-    reference_rate = results.get("transformers loop")
-    print(f"\n{len(paths)} photos, batch {batch}, {args.dtype}, {torch.get_num_threads()} threads\n")
-    print("| run | images/s | vs transformers loop | vs model-only |")
-    print("|---|---:|---:|---:|")
-    for name, value in results.items():
-        vs_reference = f"{value / reference_rate:.2f}x" if reference_rate else "-"
-        print(f"| {name} | {value:.2f} | {vs_reference} | {value / ceiling:.2f} |")
+    pipelines = {
+        f"torchclip end to end ({workers} workers)": pipeline(image_processor, workers),
+        f"torchclip end to end, fast_jpeg_decode ({workers} workers)": pipeline(fast_processor, workers),
+        "torchclip end to end, no workers": pipeline(image_processor, 0),
+    }
+    model_rates = [rate(model_only)]
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    ratios: dict[str, list[float]] = {name: [] for name in pipelines}
+    for _ in range(args.rounds):
+        for name, run in pipelines.items():
+            rates[name].append(rate(run))
+        model_rates.append(rate(model_only))
+        around = (model_rates[-2] + model_rates[-1]) / 2
+        for name in pipelines:
+            ratios[name].append(rates[name][-1] / around)
+
+    print(f"\n{len(paths)} photos, batch {batch}, {args.dtype}, {torch.get_num_threads()} threads, ", end="")
+    print(f"{args.rounds} rounds\n")
+    print("| run | images/s (each round) | vs transformers loop | vs model-only around it (each round) | mean |")
+    print("|---|---:|---:|---:|---:|")
+    mean_model = sum(model_rates) / len(model_rates)
+    rows = [("torchclip model-only", model_rates, None)]
+    if reference_rate is not None:
+        rows.insert(0, ("transformers loop", [reference_rate], [reference_rate / mean_model]))
+    rows += [(name, rates[name], ratios[name]) for name in pipelines]
+    for name, values, against_model in rows:
+        vs_reference = f"{sum(values) / len(values) / reference_rate:.2f}x" if reference_rate else "-"
+        against = ", ".join(f"{r:.3f}" for r in against_model) if against_model else "-"
+        mean = f"{sum(against_model) / len(against_model):.3f}" if against_model else "-"
+        print(f"| {name} | {', '.join(f'{v:.2f}' for v in values)} | {vs_reference} | {against} | {mean} |")
 
 
 if __name__ == "__main__":
