@@ -14,7 +14,7 @@ Pillow's exact result, and the order here is the one a CPU's vector units like:
   Pillow's own memory) are read one uint32 word each and split into bands in registers.
 
 Only the output lines inside the crop box are computed, and only the input lines they read. A 1500x1000
-photo resized to 336x224 and centre-cropped to 224x224 takes ~3 ms against ~11 ms for Pillow's resize and
+photo resized to 336x224 and centre-cropped to 224x224 takes ~1.8 ms against ~10 ms for Pillow's resize and
 crop (one thread; `benchmarks/bench_image_processor.py` section 5 reproduces it). The tests check every
 filter, mode, size and crop they try against Pillow itself.
 
