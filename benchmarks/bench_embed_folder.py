@@ -17,10 +17,10 @@ Targets: torchclip end to end >= 1.5x the transformers loop; with exact pixels >
 fp32 and >= 0.80 in bf16. On 2 cores that the model also uses, decoding and Pillow's resize take
 their CPU from the model (see docs/performance.md, "Pixels").
 
-The model's own rate drifts by a few percent over minutes on a shared VM (model-only batches of one run
-measured 1.43-1.53 s on 2026-12-08), as much as the pixels cost. So the torchclip runs come in
-`--rounds` rounds, each between two model-only runs, and each run is compared with the mean of the two
-around it; the summary gives every round's ratio and their mean.
+The model's own rate drifts by a few percent over minutes on a shared VM (on 2026-12-08 the median
+model-only batch of runs minutes apart in one process measured 1.43 and 1.53 s), as much as the pixels
+cost. So the torchclip runs come in `--rounds` rounds, each between two model-only runs, and each run is
+compared with the mean of the two around it; the summary gives every round's ratio and their mean.
 """
 
 from __future__ import annotations
