@@ -578,7 +578,7 @@ def _decode_rgb_jpeg(data: bytes) -> np.ndarray | None:
     section 4: 6.5-7.7 against 10.6-11.6 ms per 1-3 MP photo). None, for Pillow to decode, without
     simplejpeg, where its libjpeg-turbo gives other bytes than Pillow's (checked once), or when it refuses
     the file (Pillow then says what is wrong). 4 bytes a pixel, as Pillow keeps them, decode in the same time
-    as 3 and let the resize move each pixel as one word (`resample._words`)."""
+    as 3 and let the resize move each pixel as one word (`resample._horizontal_pass`)."""
     if not _simplejpeg_matches_pillow():
         return None
     import simplejpeg  # noqa: PLC0415 - optional: checked by _simplejpeg_matches_pillow

@@ -211,7 +211,7 @@ def _horizontal(
 ):
     """out[y, x, c] = Pillow's horizontal sum for output column x of input row row_lo + y, band c, where
     `pixels` is [H, W, >= bands] and out [rows, columns, bands]. `words` is `pixels` as uint32 [H, W] where
-    its pixels are 4 bytes (see `_words`), else empty. Blocks of rows are copied column by column into
+    its pixels are 4 bytes (see `_horizontal_pass`), else empty. Blocks of rows are copied column by column into
     `block` first, so each tap adds 48 contiguous values at once, and the results go back the same way."""
     bands = out.shape[2]
     rows_per_block = _LANES // bands
@@ -240,15 +240,18 @@ def _horizontal(
         _planar(out[start:stop], results, bands, False)
 
 
-def _words(pixels: np.ndarray) -> np.ndarray:
-    """4-byte pixels [H, W, 4] (an RGBX decode, Pillow's own memory) as uint32 words [H, W], which
-    `_horizontal` moves a third as often as bytes; for other pixels an empty array, as writable as `pixels`
-    (numba compiles for each: this keeps to one compiled form for read-only and one for writable pixels)."""
+def _horizontal_pass(
+    pixels: np.ndarray, row_lo: int, first: np.ndarray, count: np.ndarray, taps: np.ndarray, out: np.ndarray
+) -> None:
+    """`_horizontal` over `pixels`, read as uint32 words where they are 4 bytes each (an RGBX decode, Pillow's
+    own memory): a third of the moves of single bytes. Other pixels go with an empty word array as writable
+    as `pixels` (numba compiles for each type: this keeps to one form for read-only, one for writable)."""
     if pixels.shape[2] == 4 and pixels.strides[1:] == (4, 1) and sys.byteorder == "little":
-        return pixels.view(np.uint32)[..., 0]
-    empty = np.empty((0, 0), np.uint32)
-    empty.flags.writeable = pixels.flags.writeable
-    return empty
+        words = pixels.view(np.uint32)[..., 0]
+    else:
+        words = np.empty((0, 0), np.uint32)
+        words.flags.writeable = pixels.flags.writeable
+    _horizontal(pixels, words, row_lo, first, count, taps, out)
 
 
 def horizontal_first(size: tuple[int, int], new_size: tuple[int, int]) -> bool:
@@ -288,7 +291,7 @@ def resize_and_crop(
         if new_width == width:
             return np.ascontiguousarray(kept[:, left:right, :bands])
         out = np.empty((bottom - top, right - left, bands), np.uint8)
-        _horizontal(kept, _words(kept), 0, *cols, out)
+        _horizontal_pass(kept, 0, *cols, out)
         return out
     if new_width == width or not horizontal_first((width, height), new_size):
         # Vertical first, over the input columns the crop's columns read (all bands, contiguous bytes).
@@ -302,13 +305,13 @@ def resize_and_crop(
         if new_width == width:
             return np.ascontiguousarray(middle[:, :, :bands])
         out = np.empty((bottom - top, right - left, bands), np.uint8)
-        _horizontal(middle, _words(middle), 0, cols[0] - lo, cols[1], cols[2], out)
+        _horizontal_pass(middle, 0, cols[0] - lo, cols[1], cols[2], out)
         return out
     # Horizontal first, over the input rows the crop's rows read; then vertical over the crop's columns.
     first, count, taps = rows
     lo, hi = int(first[0]), int(first[-1] + count[-1])
     middle = np.empty((hi - lo, right - left, bands), np.uint8)
-    _horizontal(pixels, _words(pixels), lo, *cols, middle)
+    _horizontal_pass(pixels, lo, *cols, middle)
     out = np.empty((bottom - top, (right - left) * bands), np.uint8)
     _vertical(middle.reshape(hi - lo, -1), first - lo, count, taps, 0, out)
     return out.reshape(bottom - top, right - left, bands)
